@@ -1,0 +1,81 @@
+"""The one ``ccpo`` command-line entry point.
+
+Subcommands:
+  demo     play scripted teams on dyad_v0 and vote_v0 and measure env throughput (no model needed)
+
+Run ``ccpo <command> --help`` for the options of one command.
+"""
+
+from __future__ import annotations
+
+import sys
+
+USAGE = __doc__
+
+
+def _demo(argv: list[str]) -> int:
+    import argparse
+
+    p = argparse.ArgumentParser(prog="ccpo demo", description=(
+        "Play one scripted episode of each environment (thinker/reasoner dyad and 3-voter vote) on held-out "
+        "reasoning-gym tasks, print the transcript with the counterfactual outcomes the algorithms consume, then "
+        "measure env throughput with scripted agents."))
+    p.add_argument("--source", default="math", help="task source: math, logic, arith_easy, rg:<name>, gsm8k, ...")
+    p.add_argument("--seed", type=int, default=0, help="seed of the task draw")
+    p.add_argument("--episodes", type=int, default=100, help="episodes per throughput measurement")
+    p.add_argument("--out", default=None, help="also write the throughput table (markdown) to this file")
+    args = p.parse_args(argv)
+
+    import ccpo_envs
+    from benchmarks import env_throughput
+
+    env = ccpo_envs.make("dyad_v0", source=args.source, split="eval", size=50, render_mode="ansi")
+    env.reset(seed=args.seed)
+    gold = env.unwrapped.task.answer
+    script = {("thinker_0", 0): "Work it out carefully, one operation at a time.",
+              ("reasoner_0", 0): f"Following the plan, the result is \\boxed{{{gold}}}.",
+              ("reasoner_0", 1): "I am not sure; maybe \\boxed{0}."}
+    for agent in env.agent_iter():
+        obs, _, term, trunc, info = env.last()
+        if term or trunc:
+            env.step(None)
+            continue
+        env.step(script[(agent, int(obs["observation"][1]))])
+    print("=== dyad_v0 (scripted: helpful thinker, reasoner fails alone) ===")
+    print(env.unwrapped.render())
+    print(f"R_joint={info['reward_joint']}  R_solo={info['reward_removed']['thinker_0']}  "
+          f"thinker credit Δ={info['reward_joint'] - info['reward_removed']['thinker_0']:+.0f}")
+
+    par = ccpo_envs.make("vote_v0", source=args.source, split="eval", size=50)
+    par.reset(seed=args.seed)
+    gold = par.unwrapped.task.answer
+    _, _, _, _, infos = par.step({"voter_0": f"\\boxed{{{gold}}}", "voter_1": f"\\boxed{{{gold}}}",
+                                  "voter_2": "I think it is \\boxed{-1}"})
+    i0 = infos["voter_0"]
+    print("\n=== vote_v0 (scripted: two right, one wrong) ===")
+    print(f"answers={i0['answers']}  team={i0['team_answer']!r}  R_joint={i0['reward_joint']}")
+    print("credit Δ_k = R_joint - R_¬k: " + ", ".join(
+        f"{k}={i0['reward_joint'] - r:+.1f}" for k, r in i0["reward_removed"].items()))
+    print()
+    env_throughput.main(["--episodes", str(args.episodes), "--source", args.source]
+                        + (["--out", args.out] if args.out else []))
+    return 0
+
+
+COMMANDS = {"demo": _demo}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(USAGE)
+        return 0
+    cmd, rest = argv[0], argv[1:]
+    if cmd not in COMMANDS:
+        print(f"ccpo: unknown command {cmd!r}\n{USAGE}", file=sys.stderr)
+        return 2
+    return COMMANDS[cmd](rest)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,124 @@
+"""The episode engine shared by the AEC and Parallel environments: turns, views, counterfactual outcomes.
+
+Pure Python over text; the PettingZoo classes in :mod:`ccpo_envs.env` only adapt it to each API.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ccpo_envs.task import Task
+from ccpo_envs.topology import Topology, Turn, downstream, turn_plan
+from ccpo_envs.verify import Verifier, safe_equivalent, safe_extract, safe_score_answer
+
+
+class Episode:
+    """One task played by one team: the joint turns, then the counterfactual re-runs of :func:`turn_plan`.
+
+    Args:
+        topo: the topology.
+        task: the task.
+        verifier: scores answers to ``task``.
+        max_message_chars: an agent's message is cut to this many characters where another agent reads it.
+    """
+
+    def __init__(self, topo: Topology, task: Task, verifier: Verifier, max_message_chars: int = 8192):
+        self.topo, self.task, self.verifier = topo, task, verifier
+        self.max_message_chars = max_message_chars
+        self.turns: tuple[Turn, ...] = turn_plan(topo)
+        self.cursor = 0
+        self.messages: dict[tuple[str | None, str], str] = {}
+        self._down = {k: set(downstream(topo, k)) for k in topo.removable}
+        self._score_cache: dict[str, float] = {}
+
+    # ------------------------------------------------------------------------------------------------ turns
+    @property
+    def done(self) -> bool:
+        return self.cursor >= len(self.turns)
+
+    @property
+    def current(self) -> Turn | None:
+        return None if self.done else self.turns[self.cursor]
+
+    def current_stage(self) -> list[Turn]:
+        """Turns that act together now (one for sequential topologies, all voters for a vote)."""
+        if self.done:
+            return []
+        st = self.turns[self.cursor].stage
+        return [t for t in self.turns[self.cursor:] if t.stage == st]
+
+    def turn_for(self, agent: str) -> tuple[int, Turn]:
+        """The agent's next pending turn, or its last turn if it has none left."""
+        last = None
+        for i, t in enumerate(self.turns):
+            if t.agent != agent:
+                continue
+            if i >= self.cursor:
+                return i, t
+            last = (i, t)
+        assert last is not None, f"{agent} has no turn"
+        return last
+
+    def record(self, text: str) -> None:
+        """Record ``text`` as the current turn's message and advance."""
+        t = self.turns[self.cursor]
+        self.messages[(t.removed, t.agent)] = text
+        self.cursor += 1
+
+    # ------------------------------------------------------------------------------------------------ views
+    def message(self, agent: str, removed: str | None) -> str | None:
+        """``agent``'s message in the world where ``removed`` is absent (re-run message if it was re-run)."""
+        if removed is not None and agent in self._down.get(removed, ()):
+            return self.messages.get((removed, agent))
+        return self.messages.get((None, agent))
+
+    def view(self, turn: Turn) -> str:
+        """Observation text for ``turn``: the question plus the messages the agent sees in that world."""
+        visible = {}
+        for b in self.topo.sees.get(turn.agent, ()):
+            if b == turn.removed:
+                continue
+            msg = self.message(b, turn.removed)
+            if msg is not None:
+                visible[b] = msg[: self.max_message_chars]
+        return self.topo.render(self.task.question, visible, self.topo.labels)
+
+    # ---------------------------------------------------------------------------------------------- outcome
+    def _correct(self, answer: str) -> float:
+        if answer not in self._score_cache:
+            self._score_cache[answer] = safe_score_answer(self.verifier, answer, self.task)
+        return self._score_cache[answer]
+
+    def _same(self, a: str, b: str) -> bool:
+        return a == b or safe_equivalent(self.verifier, a, b)
+
+    def _answers(self, removed: str | None) -> dict[str, str | None]:
+        return {a: safe_extract(self.verifier, self.message(a, removed))
+                for a in self.topo.agents if a != removed}
+
+    def outcome(self) -> dict[str, Any]:
+        """Everything the algorithms need, under the keys documented in :mod:`ccpo_envs.env`."""
+        assert self.done, "outcome() before the episode ended"
+        answers = self._answers(None)
+        joint = self.topo.aggregator(answers, self._correct, self._same)
+        removed_reward, removed_answer, removed_answers = {}, {}, {}
+        for k in self.topo.removable:
+            ans_k = self._answers(k)
+            out_k = self.topo.aggregator(ans_k, self._correct, self._same)
+            removed_reward[k], removed_answer[k], removed_answers[k] = out_k.reward, out_k.team_answer, ans_k
+        return {
+            "task_id": self.task.task_id,
+            "question": self.task.question,
+            "gold": self.task.answer,
+            "team_answer": joint.team_answer,
+            "reward_joint": joint.reward,
+            "reward_removed": removed_reward,
+            "team_answer_removed": removed_answer,
+            "answers": answers,
+            "correct": {a: (x is not None and self._correct(x) >= 1.0) for a, x in answers.items()},
+            "answers_removed": removed_answers,
+            "tie": joint.tie,
+            "votes": joint.votes,
+            "messages": {a: self.messages.get((None, a), "") for a in self.topo.agents},
+            "messages_removed": {k: {a: self.messages[(k, a)] for a in self._down[k]} for k in self.topo.removable},
+        }

@@ -1,0 +1,214 @@
+"""Environments: PettingZoo conformance over a configuration table, counterfactual semantics, bad actions."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import ccpo_envs
+from ccpo_envs import ListSource, Task, check_env, dyad_v0, make, vote_v0
+from ccpo_envs.aggregate import group_answers, plurality
+from ccpo_envs.verify import math_equal
+
+SMALL = dict(source="arith_easy", size=12)
+
+CONFIGS = [
+    ("dyad_v0", dict(SMALL)),
+    ("dyad_v0", dict(SMALL, counterfactual=False)),
+    ("dyad_v0", dict(source="logic", size=6, max_message_chars=64)),
+    ("vote_v0", dict(SMALL)),
+    ("vote_v0", dict(SMALL, n=1)),
+    ("vote_v0", dict(SMALL, n=2, tie_rule="strict")),
+    ("vote_v0", dict(source="math", size=6, n=5)),
+]
+
+
+@pytest.mark.parametrize("api", ["aec", "parallel"])
+@pytest.mark.parametrize("name,kw", CONFIGS, ids=[f"{n}-{i}" for i, (n, _) in enumerate(CONFIGS)])
+def test_pettingzoo_conformance(name, kw, api):
+    check_env(lambda: make(name, api=api, **kw), num_cycles=20)
+
+
+def test_constructors():
+    from pettingzoo import AECEnv, ParallelEnv
+    assert isinstance(dyad_v0.env(**SMALL), AECEnv) and isinstance(dyad_v0.raw_env(**SMALL), AECEnv)
+    assert isinstance(dyad_v0.parallel_env(**SMALL), ParallelEnv)
+    assert isinstance(vote_v0.parallel_env(**SMALL), ParallelEnv) and isinstance(vote_v0.env(**SMALL), AECEnv)
+    assert vote_v0.parallel_env(n=4, **SMALL).possible_agents == [f"voter_{i}" for i in range(4)]
+    with pytest.raises(ValueError, match="unknown env"):
+        make("nope_v0")
+    with pytest.raises(ValueError, match="tie_rule"):
+        make("vote_v0", tie_rule="coin", **SMALL)
+
+
+def _play_dyad(plan, joint, solo, task):
+    env = dyad_v0.env(**SMALL)
+    env.reset(seed=0, options={"task": task})
+    seen = {}
+    for agent in env.agent_iter():
+        obs, _, term, trunc, info = env.last()
+        if term or trunc:
+            env.step(None)
+            continue
+        active, cf, turn = obs["observation"]
+        assert active == 1
+        seen[(agent, int(cf))] = obs["text"]
+        env.step(plan if agent == "thinker_0" else solo if cf else joint)
+    return seen, info
+
+
+def test_dyad_counterfactual_reasoner_sees_the_bare_question():
+    task = Task("Calculate 2 + 3.", "5", {"source": "t"})
+    seen, info = _play_dyad("Add the numbers.", r"\boxed{5}", r"\boxed{6}", task)
+    assert seen[("thinker_0", 0)] == "Calculate 2 + 3."
+    assert seen[("reasoner_0", 0)] == "Question:\nCalculate 2 + 3.\n\nInstruction:\nAdd the numbers."
+    assert seen[("reasoner_0", 1)] == "Calculate 2 + 3."
+    assert info["reward_joint"] == 1.0 and info["reward_removed"] == {"thinker_0": 0.0}
+    assert info["answers"] == {"thinker_0": None, "reasoner_0": "5"}
+    assert info["correct"] == {"thinker_0": False, "reasoner_0": True}
+    assert info["answers_removed"] == {"thinker_0": {"reasoner_0": "6"}}
+    assert info["messages_removed"] == {"thinker_0": {"reasoner_0": r"\boxed{6}"}}
+
+
+def test_dyad_rewards_are_the_shared_team_reward():
+    env = dyad_v0.env(**SMALL)
+    env.reset(seed=1)
+    gold = env.unwrapped.task.answer
+    rewards = {}
+    for agent in env.agent_iter():
+        _, r, term, trunc, _ = env.last()
+        if term:
+            rewards[agent] = r
+            env.step(None)
+        else:
+            env.step(f"\\boxed{{{gold}}}" if agent == "reasoner_0" else "")
+    assert rewards == {"thinker_0": 1.0, "reasoner_0": 1.0}
+
+
+def _vote(answers, tie_rule="expected", gold="5"):
+    src = ListSource([{"question": "q", "answer": gold}])  # MathVerifier: symbolic equivalence
+    env = vote_v0.parallel_env(n=len(answers), tie_rule=tie_rule, source=src)
+    env.reset(seed=0, options={"task": Task("q", gold, {"source": "t"})})
+    _, rewards, terms, _, infos = env.step({f"voter_{i}": a for i, a in enumerate(answers)})
+    assert all(terms.values()) and env.agents == []
+    return rewards, infos["voter_0"]
+
+
+def test_vote_plurality_equivalence_and_no_vote():
+    r, info = _vote([r"\boxed{1/2}", r"\boxed{0.5}", r"\boxed{3}"], gold=r"\frac{1}{2}")
+    assert info["reward_joint"] == 1.0 and info["votes"] == (2, 1) and not info["tie"]
+    assert r == {f"voter_{i}": 1.0 for i in range(3)}
+    # voter_2 is not pivotal, voters 0 and 1 are: without either, 1/2 vs 3 ties (expected reward 0.5)
+    assert info["reward_removed"] == {"voter_0": 0.5, "voter_1": 0.5, "voter_2": 1.0}
+    _, info = _vote(["I don't know", "no idea", r"\boxed{5}"])
+    assert info["reward_joint"] == 1.0 and info["answers"]["voter_0"] is None  # unparseable answers cast no vote
+    _, info = _vote(["", "", ""])
+    assert info["reward_joint"] == 0.0 and info["team_answer"] is None
+
+
+def test_vote_tie_rules():
+    _, info = _vote([r"\boxed{5}", r"\boxed{6}"], "expected")
+    assert info["tie"] and info["reward_joint"] == 0.5
+    _, info = _vote([r"\boxed{5}", r"\boxed{6}"], "strict")
+    assert info["tie"] and info["reward_joint"] == 0.0
+    _, info = _vote([r"\boxed{5}", r"\boxed{6}", r"\boxed{7}", r"\boxed{5}"], "strict")
+    assert not info["tie"] and info["reward_joint"] == 1.0
+
+
+answer_st = st.one_of(st.none(), st.sampled_from(["1", "2", "3"]))
+
+
+@given(st.lists(answer_st, min_size=1, max_size=6), st.sampled_from(["expected", "strict"]), st.randoms())
+def test_vote_counterfactuals_permute_with_voters_and_nonpivotal_voters_get_zero(answers, tie_rule, rnd):
+    agg = plurality(tie_rule)
+    correct = lambda a: float(a == "2")  # noqa: E731
+    same = lambda a, b: a == b  # noqa: E731
+
+    def outcomes(ans):
+        named = {f"v{i}": a for i, a in enumerate(ans)}
+        joint = agg(named, correct, same).reward
+        removed = [agg({k: v for k, v in named.items() if k != f"v{i}"}, correct, same).reward for i in range(len(ans))]
+        return joint, removed
+
+    joint, removed = outcomes(answers)
+    perm = list(range(len(answers)))
+    rnd.shuffle(perm)
+    joint_p, removed_p = outcomes([answers[p] for p in perm])
+    assert joint_p == pytest.approx(joint)
+    assert removed_p == pytest.approx([removed[p] for p in perm])
+    for i, a in enumerate(answers):
+        if a is None:  # a voter who cast no vote is never pivotal
+            assert removed[i] == joint
+    if tie_rule == "strict":
+        assert {joint - r for r in removed} <= {-1.0, 0.0, 1.0}
+
+
+def test_group_answers_uses_verifier_equivalence():
+    assert group_answers(["0.5", "1/2", r"\frac{1}{2}", "2"], lambda a, b: math_equal(a, b)) == [[0, 1, 2], [3]]
+
+
+def test_bad_actions_are_accepted_or_rejected_cleanly():
+    env = dyad_v0.env(**SMALL)
+    env.reset(seed=0)
+    with pytest.raises(TypeError, match="must be a str"):
+        env.step(7)
+    env.step("\U0001F600" * 10 + "\x00\ud800")  # any string is fine
+    env.step("x" * (1 << 20))
+    obs = env.observe("reasoner_0")
+    assert env.observation_space("reasoner_0").contains(obs)
+    env.step("")
+    assert all(env.terminations.values())
+    assert env.infos["thinker_0"]["reward_joint"] == 0.0
+
+
+def test_reset_options_pick_tasks_and_seed_is_deterministic():
+    src = ListSource([{"question": f"{i} + 0 = ?", "answer": str(i)} for i in range(50)])
+    env = dyad_v0.raw_env(source=src)
+    env.reset(options={"index": 7})
+    assert env.task.answer == "7"
+    firsts = []
+    for _ in range(2):
+        env.reset(seed=123)
+        firsts.append(env.task.question)
+    assert firsts[0] == firsts[1]
+    seq = []
+    env.reset(seed=5)
+    for _ in range(10):
+        seq.append(env.task.answer)
+        env.reset()
+    assert len(set(seq)) > 1  # unseeded resets keep drawing from the seeded RNG
+
+
+def test_observation_is_a_dict_with_numeric_flags_and_text():
+    env = vote_v0.parallel_env(**SMALL)
+    obs, _ = env.reset(seed=0)
+    o = obs["voter_0"]
+    assert o["observation"].dtype == np.int64 and list(o["observation"]) == [1, 0, 0]
+    assert isinstance(o["text"], str) and o["text"]
+
+
+def test_render_ansi_shows_the_transcript():
+    env = dyad_v0.env(render_mode="ansi", **SMALL)
+    env.reset(seed=0)
+    env.step("my plan")
+    assert "my plan" in env.render()
+
+
+def test_import_ccpo_envs_without_torch():
+    code = ("import sys\n"
+            "for m in ('torch', 'transformers', 'vllm', 'peft'):\n"
+            "    sys.modules[m] = None  # any import of these now raises ImportError\n"
+            "import ccpo_envs\n"
+            "env = ccpo_envs.make('dyad_v0', source='arith_easy', size=3)\n"
+            "env.reset(seed=0)\n"
+            "print('ok')\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-2000:]
+
+
+def test_public_api_is_exported():
+    for name in ccpo_envs.__all__:
+        assert hasattr(ccpo_envs, name)
