@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import os
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from tqdm import tqdm
 

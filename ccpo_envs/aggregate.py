@@ -10,8 +10,8 @@ An aggregator is ``f(answers, correct, same) -> Outcome`` where
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Callable, Mapping, Sequence
 
 Correct = Callable[[str], float]
 Same = Callable[[str, str], bool]

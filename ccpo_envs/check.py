@@ -9,7 +9,8 @@ For plug-in authors::
 from __future__ import annotations
 
 import random
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from pettingzoo import AECEnv, ParallelEnv
 from pettingzoo.test import api_test, parallel_api_test, parallel_seed_test, seed_test
@@ -116,7 +117,7 @@ def check_text_contract(env_fn: Callable[[], Any], seed: int = 0) -> None:
     aec_fn = _as_aec(env_fn)
     for name, garbage in _garbage_actions(seed).items():
         env = aec_fn()
-        info = _play(env, lambda a, e: garbage, seed)
+        info = _play(env, lambda a, e, g=garbage: g, seed)
         for key in REQUIRED_INFO_KEYS:
             assert key in info, f"garbage action {name!r}: final infos lack {key!r}"
         assert 0.0 <= info["reward_joint"] <= 1.0, f"garbage action {name!r}: reward {info['reward_joint']} not in [0,1]"

@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Mapping, Protocol, Sequence, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from ccpo_envs.task import Task
 from ccpo_envs.verify import (
@@ -214,7 +215,7 @@ def _load_rows(spec: HubSpec, name: str, split: str, path: str | os.PathLike | N
         return list(datasets.load_dataset(builder, data_files=path, split="train"))
     try:
         return list(datasets.load_dataset(spec.hub_id, spec.config, split=spec.splits[split]))
-    except Exception as e:  # noqa: BLE001 - network/hub errors come in many types
+    except Exception as e:
         raise RuntimeError(f"{name}: could not load {spec.hub_id!r} from the hub ({type(e).__name__}: {e}). "
                            f"Offline? Download it once and pass path= to a local file in the same format.") from e
 

@@ -11,8 +11,8 @@ you define, e.g. a three-agent chain (see ``tests/test_topology_plugin.py``).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Callable, Mapping
 
 from ccpo_envs.aggregate import Aggregator, answer_of, plurality
 

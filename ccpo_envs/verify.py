@@ -21,8 +21,9 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from fractions import Fraction
-from typing import Any, Protocol, Sequence
+from typing import Any, Protocol
 
 from ccpo_envs.task import Task
 

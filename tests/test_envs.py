@@ -124,8 +124,8 @@ answer_st = st.one_of(st.none(), st.sampled_from(["1", "2", "3"]))
 @given(st.lists(answer_st, min_size=1, max_size=6), st.sampled_from(["expected", "strict"]), st.randoms())
 def test_vote_counterfactuals_permute_with_voters_and_nonpivotal_voters_get_zero(answers, tie_rule, rnd):
     agg = plurality(tie_rule)
-    correct = lambda a: float(a == "2")  # noqa: E731
-    same = lambda a, b: a == b  # noqa: E731
+    correct = lambda a: float(a == "2")
+    same = lambda a, b: a == b
 
     def outcomes(ans):
         named = {f"v{i}": a for i, a in enumerate(ans)}

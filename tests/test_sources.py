@@ -3,16 +3,24 @@
 import os
 
 import pytest
+from conftest import DATA
 from hypothesis import given
 from hypothesis import strategies as st
 
 from ccpo_envs import (
-    HUB_SPECS, RG_SETS, ListSource, MathVerifier, MixtureSource, Task, make_source, register_source, safe_score,
-    split_of, task_verifier,
+    HUB_SPECS,
+    RG_SETS,
+    ListSource,
+    MathVerifier,
+    MixtureSource,
+    Task,
+    make_source,
+    register_source,
+    safe_score,
+    split_of,
+    task_verifier,
 )
 from ccpo_envs.sources import HubSource
-
-from conftest import DATA
 
 RG_NAMES = ["math", "logic", "arith_easy"]
 

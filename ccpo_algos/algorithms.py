@@ -1,0 +1,40 @@
+"""The algorithms, as rows of one table: a credit function and an advantage function with shared signatures.
+
+The trainer reads ``ALGORITHMS[name]`` and never branches on the name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ccpo_algos import advantage as adv
+from ccpo_algos import credit as cr
+
+
+@dataclass(frozen=True)
+class Algorithm:
+    """One row of the table.
+
+    Attributes:
+        credit: ``(CreditBatch, state, CreditConfig) -> (rewards (E, A), state)``.
+        advantage: ``(rewards, group_ids, values, stage, AdvantageConfig) -> (advantages, returns)``.
+        needs_critic: trains a centralised value function (MAPPO).
+        needs_counterfactual: rollouts must play the "agent removed" episodes (the dyad's solo reasoner).
+    """
+
+    credit: Callable
+    advantage: Callable
+    needs_critic: bool
+    needs_counterfactual: bool
+
+
+ALGORITHMS: dict[str, Algorithm] = {
+    "ccpo": Algorithm(cr.ccpo_credit, adv.grpo_advantage, needs_critic=False, needs_counterfactual=True),
+    "grpo": Algorithm(cr.shared_credit, adv.grpo_advantage, needs_critic=False, needs_counterfactual=False),
+    "mappo": Algorithm(cr.shared_credit, adv.mappo_advantage, needs_critic=True, needs_counterfactual=False),
+    # ablations
+    "ccpo_no_history": Algorithm(cr.shapley_credit, adv.grpo_advantage, False, True),
+    "ccpo_no_gate": Algorithm(cr.ccpo_no_gate_credit, adv.grpo_advantage, False, True),
+    "difference": Algorithm(cr.difference_credit, adv.grpo_advantage, False, True),
+}

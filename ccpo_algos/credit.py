@@ -1,0 +1,203 @@
+"""Credit: the team outcome (and counterfactual outcomes) -> one reward per agent per episode. Pure functions.
+
+Every credit function has the signature ``credit(batch, state, cfg) -> (rewards (E, A), new_state)`` so that the
+algorithms are rows of one table (:mod:`ccpo_algos.algorithms`) and the trainer never branches on the algorithm.
+
+Signals (SPEC.md, "Credit"):
+
+* shared: every agent gets ``R_joint``;
+* difference: ``Δ_k = R_joint − R_¬k``;
+* CCPO v1 (arXiv 2603.21563, reference code ``leave_one_out_rema.py`` + ``historical_normalizer.py``):
+  removable agents get ``tanh(α·(Δ_k − μ_Δk)/(σ_Δk + ε))``; a gated agent ``j`` (the dyad's reasoner, gated on the
+  thinker ``k``) gets ``g·z(R_joint) + (1−g)·z(R_¬k)`` with ``g = sigmoid(η·μ_Δk/(σ_Δk + ε))``; statistics are
+  EMAs kept across steps, applied *before* being updated with this batch; the very first step passes raw values.
+* ablations: ``no_history`` (two-player Shapley split, no running statistics) and ``no_gate`` (``g = 1``).
+
+Rewards of turns that did not finish (truncated) are set to 0 after shaping (``cfg.mask_truncated``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+
+@dataclass(frozen=True)
+class CreditBatch:
+    """Outcomes of ``E`` episodes of an ``A``-agent team.
+
+    Attributes:
+        team_reward: ``(E,)`` ``R_joint``.
+        removed_reward: ``(E, A)`` ``R_¬k`` for removable agents, NaN for agents without a counterfactual.
+        finished: ``(E, A)`` bool, whether the agent's turn ended normally (not truncated).
+        gate_source: ``(A,)`` long: for a gated agent, the index of the removable agent whose Δ statistics gate
+            it (dyad reasoner -> thinker); -1 otherwise.
+    """
+
+    team_reward: Tensor
+    removed_reward: Tensor
+    finished: Tensor
+    gate_source: Tensor
+
+    @property
+    def removable(self) -> Tensor:
+        """``(A,)`` bool: agents with a counterfactual outcome."""
+        return ~torch.isnan(self.removed_reward).all(dim=0)
+
+    def delta(self) -> Tensor:
+        """``(E, A)`` ``Δ_k = R_joint − R_¬k`` (0 for agents without a counterfactual)."""
+        d = self.team_reward[:, None] - self.removed_reward
+        return torch.nan_to_num(d, nan=0.0)
+
+
+@dataclass(frozen=True)
+class CreditConfig:
+    """Credit hyper-parameters (SPEC defaults).
+
+    Attributes:
+        alpha: tanh slope of the removable agents' shaping.
+        eta: gate temperature of gated agents.
+        eps: added to σ in every normalisation.
+        decay: EMA decay ``d`` of the running statistics.
+        gate_clip: the gate's sigmoid argument is clipped to ±gate_clip.
+        mask_truncated: zero the reward of turns that did not finish, after shaping.
+    """
+
+    alpha: float = 1.0
+    eta: float = 1.0
+    eps: float = 1e-6
+    decay: float = 0.99
+    gate_clip: float = 20.0
+    mask_truncated: bool = True
+
+
+@dataclass(frozen=True)
+class EmaState:
+    """Running statistics for ``S`` signals, as an explicit value (checkpointed with the run).
+
+    ``mean``/``m2`` are EMAs of the batch mean and the *within-batch* population variance (as the reference code);
+    ``count`` is the number of updates so far (0: no statistics yet).
+    """
+
+    mean: Tensor
+    m2: Tensor
+    count: int = 0
+
+    @staticmethod
+    def zeros(n_signals: int) -> EmaState:
+        return EmaState(torch.zeros(n_signals, dtype=torch.float64), torch.zeros(n_signals, dtype=torch.float64), 0)
+
+    def sigma(self, threshold: float = 1e-6) -> Tensor:
+        """``sqrt(m2)`` where ``m2 > 1e-6``, else 1."""
+        return torch.where(self.m2 > threshold, self.m2.clamp_min(0).sqrt(), torch.ones_like(self.m2))
+
+    def state_dict(self) -> dict:
+        return {"mean": self.mean.tolist(), "m2": self.m2.tolist(), "count": self.count}
+
+    @staticmethod
+    def from_state_dict(d: dict) -> EmaState:
+        return EmaState(torch.tensor(d["mean"], dtype=torch.float64), torch.tensor(d["m2"], dtype=torch.float64),
+                        int(d["count"]))
+
+
+def ema_update(state: EmaState, values: Tensor, decay: float = 0.99) -> EmaState:
+    """Update running statistics with a batch ``values (E, S)``.
+
+    First update: copy the batch mean and population variance. Afterwards ``μ ← d·μ + (1−d)·mean``,
+    ``m2 ← d·m2 + (1−d)·var`` (population variance over the batch).
+    """
+    v = values.to(torch.float64)
+    mean, var = v.mean(dim=0), v.var(dim=0, unbiased=False)
+    if state.count == 0:
+        return EmaState(mean, var, 1)
+    return EmaState(decay * state.mean + (1 - decay) * mean, decay * state.m2 + (1 - decay) * var, state.count + 1)
+
+
+def ema_normalize(values: Tensor, state: EmaState, eps: float = 1e-6) -> Tensor:
+    """``(values − μ)/(σ + ε)`` per signal; ``values (E, S)``."""
+    return (values.to(torch.float64) - state.mean) / (state.sigma() + eps)
+
+
+def _signals(batch: CreditBatch) -> Tensor:
+    """``(E, 2A+1)`` tracked signals: ``[Δ_0..Δ_{A-1}, R_joint, R_¬0..R_¬{A-1}]`` (NaN-free)."""
+    return torch.cat([batch.delta(), batch.team_reward[:, None], torch.nan_to_num(batch.removed_reward, nan=0.0)],
+                     dim=1).to(torch.float64)
+
+
+def _mask(rewards: Tensor, batch: CreditBatch, cfg: CreditConfig) -> Tensor:
+    return rewards * batch.finished.to(rewards.dtype) if cfg.mask_truncated else rewards
+
+
+def shared_credit(batch: CreditBatch, state: EmaState | None, cfg: CreditConfig) -> tuple[Tensor, EmaState | None]:
+    """Every agent gets the team reward ``R_joint``. Returns ``(E, A)``."""
+    E, A = batch.removed_reward.shape
+    r = batch.team_reward[:, None].expand(E, A).to(torch.float64)
+    return _mask(r, batch, cfg), state
+
+
+def difference_credit(batch: CreditBatch, state: EmaState | None, cfg: CreditConfig) -> tuple[Tensor, EmaState | None]:
+    """``Δ_k = R_joint − R_¬k`` for removable agents, ``R_joint`` for the others. Returns ``(E, A)``."""
+    r = torch.where(batch.removable[None, :], batch.delta().to(torch.float64),
+                    batch.team_reward[:, None].to(torch.float64).expand_as(batch.removed_reward))
+    return _mask(r, batch, cfg), state
+
+
+def _ccpo(batch: CreditBatch, state: EmaState | None, cfg: CreditConfig, gate: bool) -> tuple[Tensor, EmaState]:
+    E, A = batch.removed_reward.shape
+    sig = _signals(batch)
+    state = state if state is not None else EmaState.zeros(2 * A + 1)
+    if state.mean.shape[0] != 2 * A + 1:
+        raise ValueError(f"CCPO state tracks {state.mean.shape[0]} signals; a {A}-agent team needs {2 * A + 1}")
+    removable, src = batch.removable, batch.gate_source
+    team = batch.team_reward.to(torch.float64)
+    if state.count == 0:
+        # First step: no statistics yet -> removable agents get raw Δ, everyone else raw R_joint.
+        r = torch.where(removable[None, :], batch.delta().to(torch.float64), team[:, None].expand(E, A))
+    else:
+        z = ema_normalize(sig, state, cfg.eps)  # normalise with the statistics from *before* this batch
+        z_delta, z_joint, z_removed = z[:, :A], z[:, A], z[:, A + 1:]
+        r = team[:, None].expand(E, A).clone()
+        r = torch.where(removable[None, :], torch.tanh(cfg.alpha * z_delta), r)
+        gated = (src >= 0) & ~removable
+        if gated.any():
+            k = src.clamp_min(0)
+            mu_d, sd_d = state.mean[:A][k], state.sigma()[:A][k]  # (A,) gate source's Δ statistics
+            g = torch.sigmoid((cfg.eta * mu_d / (sd_d + cfg.eps)).clamp(-cfg.gate_clip, cfg.gate_clip))
+            if not gate:
+                g = torch.ones_like(g)
+            mixed = g[None, :] * z_joint[:, None] + (1 - g[None, :]) * z_removed[:, k]
+            r = torch.where(gated[None, :], mixed, r)
+    new_state = ema_update(state, sig, cfg.decay)  # then update with this batch's raw values
+    return _mask(r, batch, cfg), new_state
+
+
+def ccpo_credit(batch: CreditBatch, state: EmaState | None, cfg: CreditConfig) -> tuple[Tensor, EmaState]:
+    """CCPO v1 credit (see module docstring). Returns ``(E, A)`` rewards and the updated statistics."""
+    return _ccpo(batch, state, cfg, gate=True)
+
+
+def ccpo_no_gate_credit(batch: CreditBatch, state: EmaState | None, cfg: CreditConfig) -> tuple[Tensor, EmaState]:
+    """Ablation: CCPO with the gate fixed at ``g = 1`` (a gated agent gets ``z(R_joint)``)."""
+    return _ccpo(batch, state, cfg, gate=False)
+
+
+def shapley_credit(batch: CreditBatch, state: EmaState | None, cfg: CreditConfig) -> tuple[Tensor, EmaState | None]:
+    """Ablation "no history": the two-player Shapley split, no running statistics.
+
+    Removable agent: ``0.5·(R_joint − R_¬k)``; gated agent: ``0.5·R_¬k + 0.5·R_joint``; others: ``R_joint``.
+    For the dyad the two shares sum to ``R_joint``.
+    """
+    E, A = batch.removed_reward.shape
+    team = batch.team_reward.to(torch.float64)
+    removed = torch.nan_to_num(batch.removed_reward, nan=0.0).to(torch.float64)
+    r = team[:, None].expand(E, A).clone()
+    r = torch.where(batch.removable[None, :], 0.5 * batch.delta().to(torch.float64), r)
+    src = batch.gate_source
+    gated = (src >= 0) & ~batch.removable
+    if gated.any():
+        r = torch.where(gated[None, :], 0.5 * removed[:, src.clamp_min(0)] + 0.5 * team[:, None], r)
+    return _mask(r, batch, cfg), state
+
+
