@@ -1,0 +1,202 @@
+"""transformers + peft training backend: a frozen base, one LoRA adapter per role, token log-probs, a critic.
+
+The trainer speaks tokens: :meth:`HFTeam.token_logprobs` scores given ``(prompt, completion)`` token pairs under a
+role's adapter, batched with left-padded prompts and right-padded completions so every row's completion starts at
+the same position (only those logits are computed). :meth:`HFTeam.save_adapter` writes a role's adapter in peft
+format (safetensors), atomically, for the rollout engine to load.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from torch import Tensor, nn
+
+#: Projection names LoRA adapts by default (Llama / Qwen2 / Mistral families).
+DEFAULT_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+CRITIC = "critic"
+
+
+@dataclass(frozen=True)
+class LoraSpec:
+    """LoRA adapter shape.
+
+    Attributes:
+        r: rank.
+        alpha: scaling numerator (``alpha / r``).
+        dropout: dropout on the adapter input.
+        target_modules: module names to adapt.
+    """
+
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.0
+    target_modules: tuple[str, ...] = field(default=DEFAULT_TARGETS)
+
+    def peft_config(self) -> Any:
+        from peft import LoraConfig
+
+        return LoraConfig(r=self.r, lora_alpha=self.alpha, lora_dropout=self.dropout,
+                          target_modules=list(self.target_modules), task_type="CAUSAL_LM")
+
+
+def _dtype(name: str) -> torch.dtype:
+    try:
+        return {"bfloat16": torch.bfloat16, "float32": torch.float32, "float16": torch.float16}[name]
+    except KeyError as e:
+        raise ValueError(f"dtype={name!r}: use bfloat16, float16 or float32") from e
+
+
+class HFTeam:
+    """One base model shared by all roles, each role with its own LoRA adapter; optionally a critic.
+
+    Args:
+        model: model directory or hub id.
+        roles: agent roles (one adapter each).
+        lora: adapter shape.
+        dtype: dtype of the frozen base (adapters are kept in float32).
+        critic: add a ``critic`` adapter and a linear value head on the last prompt token (MAPPO).
+        seed: seed for the adapters' random init.
+    """
+
+    def __init__(self, model: str, roles: Sequence[str], lora: LoraSpec = LoraSpec(), dtype: str = "bfloat16",
+                 critic: bool = False, seed: int = 0):
+        from peft import get_peft_model
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        if not roles:
+            raise ValueError("HFTeam needs at least one role")
+        if CRITIC in roles:
+            raise ValueError(f"{CRITIC!r} is reserved for the MAPPO critic adapter")
+        torch.manual_seed(seed)
+        self.tokenizer = AutoTokenizer.from_pretrained(model)
+        base = AutoModelForCausalLM.from_pretrained(model, dtype=_dtype(dtype))
+        self.roles = list(roles)
+        self.lora = lora
+        names = self.roles + ([CRITIC] if critic else [])
+        self.model = get_peft_model(base, lora.peft_config(), adapter_name=names[0])
+        for name in names[1:]:
+            self.model.add_adapter(name, lora.peft_config())
+        self.value_head: nn.Linear | None = None
+        if critic:
+            self.value_head = nn.Linear(base.config.hidden_size, 1)
+            nn.init.zeros_(self.value_head.weight)
+            nn.init.zeros_(self.value_head.bias)
+        pad = self.tokenizer.pad_token_id
+        self.pad_id = pad if pad is not None else (self.tokenizer.eos_token_id or 0)
+
+    # ------------------------------------------------------------------------------------------ parameters
+    def trainable_parameters(self, role: str) -> list[nn.Parameter]:
+        """The parameters one role's optimiser owns (its LoRA matrices; plus the value head for the critic)."""
+        marker = f".{role}."
+        params = [p for n, p in self.model.named_parameters() if "lora_" in n and marker in n]
+        if role == CRITIC and self.value_head is not None:
+            params += list(self.value_head.parameters())
+        if not params:
+            raise KeyError(f"no adapter named {role!r}")
+        return params
+
+    def use(self, role: str) -> None:
+        """Route forward passes through ``role``'s adapter (peft makes only that adapter trainable)."""
+        self.model.set_adapter(role)
+
+    # ------------------------------------------------------------------------------------------ batching
+    def _batch(self, prompt_ids: Sequence[Sequence[int]], completion_ids: Sequence[Sequence[int]]
+               ) -> tuple[Tensor, Tensor, Tensor, Tensor, int]:
+        P = max(len(p) for p in prompt_ids)
+        C = max(1, max(len(c) for c in completion_ids))
+        rows, attn, cmask = [], [], []
+        for p, c in zip(prompt_ids, completion_ids):
+            rows.append([self.pad_id] * (P - len(p)) + list(p) + list(c) + [self.pad_id] * (C - len(c)))
+            attn.append([0] * (P - len(p)) + [1] * (len(p) + len(c)) + [0] * (C - len(c)))
+            cmask.append([1] * len(c) + [0] * (C - len(c)))
+        ids, att = torch.tensor(rows), torch.tensor(attn)
+        pos = (att.cumsum(-1) - 1).clamp_min(0)
+        return ids, att, pos, torch.tensor(cmask, dtype=torch.bool), C
+
+    def token_logprobs(self, role: str, prompt_ids: Sequence[Sequence[int]], completion_ids: Sequence[Sequence[int]],
+                       micro_batch: int = 8) -> tuple[Tensor, Tensor]:
+        """Log-probs of each completion token under ``role``'s adapter.
+
+        Returns:
+            ``(logprobs (N, L) float32, mask (N, L) bool)``; gradients flow when called under grad mode.
+        """
+        self.use(role)
+        out_lp, out_mask = [], []
+        L = max(1, max(len(c) for c in completion_ids))
+        for s in range(0, len(prompt_ids), micro_batch):
+            ids, att, pos, cmask, C = self._batch(prompt_ids[s:s + micro_batch], completion_ids[s:s + micro_batch])
+            logits = self.model(input_ids=ids, attention_mask=att, position_ids=pos, logits_to_keep=C + 1).logits
+            logits = logits[:, :-1].float()  # position t predicts token t+1: these predict the completion tokens
+            target = ids[:, -C:]
+            lp = logits.log_softmax(-1).gather(-1, target[..., None])[..., 0] * cmask
+            out_lp.append(nn.functional.pad(lp, (0, L - C)))
+            out_mask.append(nn.functional.pad(cmask, (0, L - C)))
+        return torch.cat(out_lp), torch.cat(out_mask)
+
+    def values(self, prompt_ids: Sequence[Sequence[int]], micro_batch: int = 8) -> Tensor:
+        """Critic values ``(N,)``: the value head on the last prompt token's final hidden state (critic adapter)."""
+        if self.value_head is None:
+            raise RuntimeError("this HFTeam has no critic; build it with critic=True")
+        self.use(CRITIC)
+        vals = []
+        for s in range(0, len(prompt_ids), micro_batch):
+            ids, att, pos, _, _ = self._batch(prompt_ids[s:s + micro_batch], [[] for _ in prompt_ids[s:s + micro_batch]])
+            ids, att, pos = ids[:, :-1], att[:, :-1], pos[:, :-1]  # drop the empty completion's padding column
+            out = self.model(input_ids=ids, attention_mask=att, position_ids=pos, output_hidden_states=True,
+                             logits_to_keep=1)
+            h = out.hidden_states[-1][:, -1].float()
+            vals.append(self.value_head(h)[:, 0])
+        return torch.cat(vals)
+
+    # ------------------------------------------------------------------------------------------ adapters i/o
+    def save_adapter(self, role: str, out: str | os.PathLike) -> Path:
+        """Write ``role``'s adapter (peft format, safetensors) to ``out``, atomically; returns ``out``."""
+        out = Path(out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+        try:
+            self.model.save_pretrained(tmp, selected_adapters=[role], safe_serialization=True)
+            src = tmp / role if (tmp / role).is_dir() else tmp
+            if out.exists():
+                shutil.rmtree(out)
+            os.replace(src, out)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return out
+
+    def load_adapter_weights(self, role: str, path: str | os.PathLike) -> None:
+        """Load saved adapter weights for ``role`` (safetensors only; no pickle)."""
+        from peft import set_peft_model_state_dict
+        from safetensors.torch import load_file
+
+        f = Path(path) / "adapter_model.safetensors"
+        if not f.exists():
+            raise FileNotFoundError(f"{f} not found; expected a directory written by save_adapter()")
+        set_peft_model_state_dict(self.model, load_file(str(f)), adapter_name=role)
+
+    # ------------------------------------------------------------------------------------------ slow generation
+    @torch.no_grad()
+    def generate_ids(self, role: str, prompt_ids: Sequence[Sequence[int]], max_new_tokens: int,
+                     temperature: float = 1.0, top_p: float = 1.0) -> list[list[int]]:
+        """Sample completions with transformers' ``generate`` (slow path, for debugging and cross-checks)."""
+        self.use(role)
+        P = max(len(p) for p in prompt_ids)
+        ids = torch.tensor([[self.pad_id] * (P - len(p)) + list(p) for p in prompt_ids])
+        att = torch.tensor([[0] * (P - len(p)) + [1] * len(p) for p in prompt_ids])
+        do_sample = temperature > 0
+        gen = self.model.generate(input_ids=ids, attention_mask=att, max_new_tokens=max_new_tokens,
+                                  do_sample=do_sample, temperature=temperature if do_sample else None,
+                                  top_p=top_p if do_sample else None, pad_token_id=self.pad_id)
+        eos = self.tokenizer.eos_token_id
+        outs = []
+        for row in gen[:, P:].tolist():
+            cut = row.index(eos) + 1 if eos in row else len(row)
+            outs.append([t for t in row[:cut] if t != self.pad_id or t == eos])
+        return outs

@@ -1,0 +1,142 @@
+"""The policy interface: chat prompts per agent role in, completions with tokens and behaviour log-probs out.
+
+Backends (:mod:`ccpo_agents.vllm_backend`, :mod:`ccpo_agents.server_backend`, :mod:`ccpo_agents.hf_backend`,
+:mod:`ccpo_agents.scripted`) all implement :class:`Policy`. Chat templating happens here, at the backend boundary:
+the env speaks text, the trainer speaks tokens.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Protocol, Sequence
+
+#: SPEC.md's role prompts (from the reference code), used verbatim by default.
+THINKER_PROMPT = (
+    "You are a math expert specialized in solving mathematical problems, you need to teach a weaker agent with "
+    "minimal capability in math how to solve a problem step-by-step. Your task is to provide a high-level solution "
+    "plan for the given problem, in order to guide a low-level math solving agent to solve the problem. You can not "
+    "directly answer the question. You'll be punished if you include any answer in your response. You need to first "
+    "think deeply in mind and output your final instruction."
+)
+REASONER_PROMPT = (
+    "You are a math expert tasked with solving problems step by step. Follow the provided instructions precisely, "
+    "showing all reasoning and intermediate steps. Present the final answer within \\boxed{}."
+)
+#: Default system prompt per role *kind* (the agent id without its ``_<n>`` suffix).
+DEFAULT_ROLE_PROMPTS: dict[str, str] = {
+    "thinker": THINKER_PROMPT,
+    "reasoner": REASONER_PROMPT,
+    "voter": REASONER_PROMPT,
+    "agent": REASONER_PROMPT,
+}
+
+
+def role_kind(agent: str) -> str:
+    """``thinker_0`` -> ``thinker``."""
+    head, _, tail = agent.rpartition("_")
+    return head if head and tail.isdigit() else agent
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    """How completions are sampled.
+
+    Attributes:
+        temperature: sampling temperature (0: greedy).
+        top_p: nucleus sampling mass.
+        max_tokens: completion length cap; a completion that hits it finishes with ``length``.
+        n: completions per prompt.
+    """
+
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_tokens: int = 256
+    n: int = 1
+
+    def __post_init__(self) -> None:
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.max_tokens < 1 or self.n < 1:
+            raise ValueError(f"max_tokens and n must be >= 1, got {self.max_tokens}, {self.n}")
+
+
+@dataclass
+class Completion:
+    """One sampled completion.
+
+    Attributes:
+        role: the agent/role that produced it (selects the adapter).
+        text: decoded completion text.
+        prompt_ids: chat-templated prompt token ids.
+        completion_ids: generated token ids (including the stop token if one was generated).
+        logprobs: behaviour log-prob of each completion token.
+        finish_reason: ``stop`` (ended normally) or ``length`` (truncated; also for prompts that did not fit).
+    """
+
+    role: str
+    text: str
+    prompt_ids: list[int]
+    completion_ids: list[int]
+    logprobs: list[float]
+    finish_reason: str
+
+    @property
+    def finished(self) -> bool:
+        return self.finish_reason == "stop"
+
+
+@dataclass(frozen=True)
+class Request:
+    """A prompt for one role: the user text (an env observation); the system prompt comes from the role."""
+
+    role: str
+    text: str
+
+
+class Policy(Protocol):
+    """Anything that turns role prompts into completions."""
+
+    def generate(self, requests: Sequence[Request], sampling: SamplingConfig) -> list[list[Completion]]:
+        """``sampling.n`` completions for each request, in request order."""
+
+
+@dataclass
+class ChatFormatter:
+    """Builds prompt token ids with the tokenizer's chat template and the role's system prompt.
+
+    Attributes:
+        tokenizer: a transformers tokenizer with a chat template.
+        role_prompts: system prompt per role kind or per exact role; ``None`` values mean no system message.
+    """
+
+    tokenizer: Any
+    role_prompts: Mapping[str, str | None] = field(default_factory=lambda: dict(DEFAULT_ROLE_PROMPTS))
+
+    def system_prompt(self, role: str) -> str | None:
+        if role in self.role_prompts:
+            return self.role_prompts[role]
+        return self.role_prompts.get(role_kind(role))
+
+    def messages(self, role: str, text: str) -> list[dict[str, str]]:
+        sys_prompt = self.system_prompt(role)
+        msgs = [{"role": "system", "content": sys_prompt}] if sys_prompt else []
+        return msgs + [{"role": "user", "content": text}]
+
+    def prompt_ids(self, role: str, text: str) -> list[int]:
+        if not isinstance(text, str):
+            raise TypeError(f"prompt text for {role} must be a str, got {type(text).__name__}")
+        ids = self.tokenizer.apply_chat_template(self.messages(role, text), add_generation_prompt=True,
+                                                 tokenize=True)
+        if hasattr(ids, "input_ids") or isinstance(ids, dict):  # BatchEncoding in newer transformers
+            ids = ids["input_ids"]
+        ids = list(ids)
+        if not ids:
+            raise ValueError(f"the chat template produced an empty prompt for {role}; check the tokenizer")
+        return ids
+
+
+def overflow_completion(role: str, prompt_ids: list[int]) -> Completion:
+    """The completion given for a prompt that does not fit the context: empty, finished by ``length``."""
+    return Completion(role, "", prompt_ids, [], [], "length")

