@@ -20,3 +20,19 @@ def _quiet_pettingzoo_warnings():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         yield
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory):
+    """A tiny random Qwen2 + tokenizer built in-process (head_dim 32, vocab ~400)."""
+    from ccpo_agents.testing import build_tiny_model
+
+    return str(build_tiny_model(tmp_path_factory.mktemp("tiny") / "qwen2"))
+
+
+@pytest.fixture(scope="session")
+def vllm_engine(tiny_model):
+    """One real vLLM engine (CPU) for the whole session, serving adapters for a thinker and a reasoner."""
+    from ccpo_agents.vllm_backend import VLLMPolicy
+
+    return VLLMPolicy(tiny_model, ["thinker_0", "reasoner_0"], max_model_len=768, max_lora_rank=8, seed=0)

@@ -1,0 +1,220 @@
+"""LLM agents on real vLLM (CPU) and transformers + peft, with a tiny random model built in-process."""
+
+import os
+import time
+
+import pytest
+import torch
+
+from ccpo_agents.hf_backend import HFTeam, LoraSpec
+from ccpo_agents.policy import DEFAULT_ROLE_PROMPTS, ChatFormatter, Request, SamplingConfig, role_kind
+from ccpo_agents.scripted import (
+    ConstantPolicy, GarbagePolicy, IgnoresTeammatePolicy, OraclePolicy, PerRolePolicy, bare_question,
+)
+
+pytestmark = pytest.mark.slow
+ROLES = ["thinker_0", "reasoner_0"]
+LORA = LoraSpec(r=8, alpha=16)
+
+
+@pytest.fixture(scope="module")
+def team(tiny_model):
+    return HFTeam(tiny_model, ROLES, LORA, critic=True)
+
+
+def _perturb(team, role, scale, seed):
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in team.trainable_parameters(role):
+            p.add_(torch.randn(p.shape, generator=g) * scale)
+
+
+def _max_diff(engine, team, role, reqs):
+    out = engine.generate(reqs, SamplingConfig(max_tokens=24, n=2))
+    cs = [c for cc in out for c in cc]
+    with torch.no_grad():
+        lp, mask = team.token_logprobs(role, [c.prompt_ids for c in cs], [c.completion_ids for c in cs])
+    diffs = [(lp[i, :len(c.logprobs)] - torch.tensor(c.logprobs)).abs() for i, c in enumerate(cs)]
+    return torch.cat(diffs).mean().item(), torch.cat(diffs).max().item()
+
+
+#: Stated tolerance (nats) of vLLM (bf16 engine; it also casts LoRA weights to bf16) vs transformers (bf16 base,
+#: fp32 adapters) token log-probs: mean over tokens, and worst single token.
+LOGPROB_MEAN_TOL, LOGPROB_MAX_TOL = 0.02, 0.25
+
+
+def test_vllm_logprobs_match_transformers_before_and_after_sync(vllm_engine, team, tmp_path):
+    reqs = [Request("reasoner_0", f"Calculate {i} + {3 * i}.") for i in range(4)]
+    mean, mx = _max_diff(vllm_engine, team, "reasoner_0", reqs)
+    assert mean < LOGPROB_MEAN_TOL and mx < LOGPROB_MAX_TOL, (mean, mx)
+    _perturb(team, "reasoner_0", 0.3, seed=1)
+    stale_mean, _ = _max_diff(vllm_engine, team, "reasoner_0", reqs)  # update made, sync skipped
+    assert stale_mean > 5 * LOGPROB_MEAN_TOL, "an unsynced engine must disagree with the updated policy"
+    vllm_engine.load_adapter("reasoner_0", team.save_adapter("reasoner_0", tmp_path / "reasoner_0"))
+    mean, mx = _max_diff(vllm_engine, team, "reasoner_0", reqs)
+    assert mean < LOGPROB_MEAN_TOL and mx < LOGPROB_MAX_TOL, (mean, mx)
+
+
+def test_two_roles_adapters_give_different_outputs_from_one_engine(vllm_engine, team, tmp_path):
+    _perturb(team, "thinker_0", 0.3, seed=2)
+    _perturb(team, "reasoner_0", 0.3, seed=3)
+    for r in ROLES:
+        vllm_engine.load_adapter(r, team.save_adapter(r, tmp_path / r))
+    fmt = vllm_engine.formatter
+    saved = dict(fmt.role_prompts)
+    fmt.role_prompts = {"thinker": "Same system.", "reasoner": "Same system."}  # same prompt ids for both roles
+    try:
+        greedy = SamplingConfig(temperature=0.0, max_tokens=16)
+        a, b = vllm_engine.generate([Request("thinker_0", "Calculate 7 + 8."),
+                                     Request("reasoner_0", "Calculate 7 + 8.")], greedy)
+    finally:
+        fmt.role_prompts = saved
+    assert a[0].prompt_ids == b[0].prompt_ids
+    assert a[0].completion_ids != b[0].completion_ids
+
+
+def test_adapter_versions_are_released(vllm_engine, team, tmp_path):
+    ids = []
+    for i in range(3):
+        ids.append(vllm_engine.load_adapter("thinker_0", team.save_adapter("thinker_0", tmp_path / f"t{i}")))
+        vllm_engine.generate([Request("thinker_0", "go")], SamplingConfig(max_tokens=2))  # the engine loads it now
+    assert ids == sorted(ids) and len(set(ids)) == 3
+    loaded = vllm_engine.llm.llm_engine.list_loras()
+    assert ids[-1] in loaded and ids[0] not in loaded and ids[1] not in loaded
+
+
+def test_malformed_requests_never_crash_the_engine(vllm_engine):
+    s = SamplingConfig(max_tokens=8, n=2)
+    out = vllm_engine.generate([Request("reasoner_0", ""), Request("reasoner_0", "x " * 5000),
+                                Request("thinker_0", "\U0001F600\x00")], s)
+    assert len(out) == 3 and all(len(o) == 2 for o in out)
+    assert all(c.finish_reason == "length" and c.completion_ids == [] for c in out[1])
+    assert all(len(c.logprobs) == len(c.completion_ids) for o in out for c in o)
+    again = vllm_engine.generate([Request("reasoner_0", "still alive?")], s)  # the engine keeps working
+    assert again[0][0].completion_ids
+    with pytest.raises(TypeError, match="must be a str"):
+        vllm_engine.generate([Request("reasoner_0", 42)], s)
+    with pytest.raises(ValueError, match="temperature"):
+        SamplingConfig(temperature=-1)
+
+
+def test_finish_reasons_and_sampling_config(vllm_engine):
+    out = vllm_engine.generate([Request("reasoner_0", "hi")], SamplingConfig(max_tokens=3, n=3))
+    assert len(out[0]) == 3
+    for c in out[0]:
+        assert c.finish_reason in ("stop", "length")
+        if c.finish_reason == "length":
+            assert len(c.completion_ids) == 3
+
+
+def test_hf_token_logprobs_are_batch_invariant(team, vllm_engine):
+    out = vllm_engine.generate([Request("reasoner_0", f"q{i}" * (i + 1)) for i in range(3)],
+                               SamplingConfig(max_tokens=12, n=1))
+    cs = [o[0] for o in out]
+    with torch.no_grad():
+        batched, mask = team.token_logprobs("reasoner_0", [c.prompt_ids for c in cs], [c.completion_ids for c in cs])
+        for i, c in enumerate(cs):
+            single, _ = team.token_logprobs("reasoner_0", [c.prompt_ids], [c.completion_ids])
+            n = len(c.completion_ids)
+            assert torch.allclose(batched[i, :n], single[0, :n], atol=2e-2)
+            assert mask[i].sum() == n
+
+
+def test_hf_gradients_reach_only_the_active_role(team, vllm_engine):
+    out = vllm_engine.generate([Request("thinker_0", "plan this")], SamplingConfig(max_tokens=8))
+    c = out[0][0]
+    for r in ROLES:
+        for p in team.trainable_parameters(r):
+            p.grad = None
+    lp, mask = team.token_logprobs("thinker_0", [c.prompt_ids], [c.completion_ids])
+    (lp * mask).sum().backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in team.trainable_parameters("thinker_0"))
+    assert all(p.grad is None for p in team.trainable_parameters("reasoner_0"))
+
+
+def test_critic_values_and_adapter_round_trip(team, tmp_path):
+    ids = [[1, 2, 3], [4, 5]]
+    v = team.values(ids)
+    assert v.shape == (2,) and torch.isfinite(v).all()
+    path = team.save_adapter("thinker_0", tmp_path / "a")
+    assert (path / "adapter_model.safetensors").exists() and (path / "adapter_config.json").exists()
+    before = [p.detach().clone() for p in team.trainable_parameters("thinker_0")]
+    _perturb(team, "thinker_0", 1.0, seed=9)
+    team.load_adapter_weights("thinker_0", path)
+    for b, p in zip(before, team.trainable_parameters("thinker_0")):
+        assert torch.equal(b, p)
+    with pytest.raises(FileNotFoundError, match="save_adapter"):
+        team.load_adapter_weights("thinker_0", tmp_path / "nope")
+
+
+def test_chat_formatter_uses_spec_prompts_and_overrides(tiny_model):
+    from transformers import AutoTokenizer
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    f = ChatFormatter(tok)
+    assert f.system_prompt("thinker_0") == DEFAULT_ROLE_PROMPTS["thinker"]
+    assert "\\boxed{}" in f.system_prompt("reasoner_0") and role_kind("voter_12") == "voter"
+    f2 = ChatFormatter(tok, {"voter_1": "Be brief.", "voter": None})
+    assert f2.messages("voter_1", "q")[0]["content"] == "Be brief."
+    assert f2.messages("voter_0", "q") == [{"role": "user", "content": "q"}]
+
+
+def test_scripted_policies():
+    s = SamplingConfig(n=2)
+    oracle = OraclePolicy({"What is 2+2?": "4"}.get)
+    joint = "Question:\nWhat is 2+2?\n\nInstruction:\nadd"
+    assert bare_question(joint) == "What is 2+2?"
+    assert "\\boxed{4}" in oracle.generate([Request("reasoner_0", joint)], s)[0][0].text
+    lazy = IgnoresTeammatePolicy(GarbagePolicy(seed=1))
+    a = lazy.generate([Request("r", joint)], s)[0][0].text
+    assert isinstance(a, str) and a
+    mixed = PerRolePolicy({"thinker_0": ConstantPolicy("plan"), "reasoner_0": oracle})
+    out = mixed.generate([Request("reasoner_0", "What is 2+2?"), Request("thinker_0", "x")], s)
+    assert out[1][0].text == "plan" and "4" in out[0][0].text
+
+
+def test_server_round_trip_and_unreachable_endpoint(tiny_model, team, tmp_path):
+    from ccpo_agents.server_backend import ServerPolicy, ServerUnavailable, VLLMServer
+
+    t0 = time.monotonic()
+    bad = ServerPolicy(["http://127.0.0.1:9"], tiny_model, ["reasoner_0"], timeout=2, retries=2, backoff=0.1)
+    with pytest.raises(ServerUnavailable, match="unreachable after 2 attempts"):
+        bad.generate([Request("reasoner_0", "hi")], SamplingConfig(max_tokens=4))
+    assert time.monotonic() - t0 < 10
+
+    with VLLMServer(tiny_model, max_model_len=768, max_lora_rank=8, max_loras=2) as srv:
+        pol = ServerPolicy([srv.url, srv.url], tiny_model, ["reasoner_0"], max_model_len=768)
+        pol.health()
+        out = pol.generate([Request("reasoner_0", f"Calculate {i} + 1.") for i in range(3)],
+                           SamplingConfig(max_tokens=6, n=2))
+        assert len(out) == 3 and all(len(o) == 2 for o in out)
+        c = out[0][0]
+        assert len(c.completion_ids) == len(c.logprobs) > 0
+        with torch.no_grad():
+            lp, _ = team.token_logprobs("reasoner_0", [c.prompt_ids], [c.completion_ids])
+        team_path = team.save_adapter("reasoner_0", tmp_path / "srv_adapter")
+        name = pol.load_adapter("reasoner_0", team_path)
+        assert name == "reasoner_0-v1"
+        after = pol.generate([Request("reasoner_0", "Calculate 1 + 1.")], SamplingConfig(max_tokens=6))
+        assert after[0][0].completion_ids
+        pid = srv.proc.pid
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)  # stopped on exit
+
+
+def test_embedded_default_converts_once_atomically(tmp_path):
+    pytest.importorskip("gguf")
+    from ccpo_agents.models import embedded_default, resolve_model
+
+    out = embedded_default(tmp_path / "smol")
+    assert (out / "model.safetensors").exists() and (out / "tokenizer_config.json").exists()
+    mtime = (out / "model.safetensors").stat().st_mtime
+    t0 = time.monotonic()
+    assert embedded_default(tmp_path / "smol") == out and time.monotonic() - t0 < 1.0
+    assert (out / "model.safetensors").stat().st_mtime == mtime
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp dirs left behind
+    from transformers import AutoConfig, AutoTokenizer
+    assert AutoConfig.from_pretrained(out).model_type == "llama"
+    assert AutoTokenizer.from_pretrained(out).chat_template
+    assert resolve_model(str(out)) == str(out)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        resolve_model("./no/such/model")
