@@ -121,13 +121,16 @@ class HFTeam:
         return ids, att, pos, torch.tensor(cmask, dtype=torch.bool), C
 
     def token_logprobs(self, role: str, prompt_ids: Sequence[Sequence[int]], completion_ids: Sequence[Sequence[int]],
-                       micro_batch: int = 8) -> tuple[Tensor, Tensor]:
-        """Log-probs of each completion token under ``role``'s adapter.
+                       micro_batch: int = 8, reference: bool = False) -> tuple[Tensor, Tensor]:
+        """Log-probs of each completion token under ``role``'s adapter (``reference=True``: the bare base model).
 
         Returns:
             ``(logprobs (N, L) float32, mask (N, L) bool)``; gradients flow when called under grad mode.
         """
         self.use(role)
+        if reference:
+            with self.model.disable_adapter(), torch.no_grad():
+                return self.token_logprobs(role, prompt_ids, completion_ids, micro_batch)
         out_lp, out_mask = [], []
         L = max(1, max(len(c) for c in completion_ids))
         for s in range(0, len(prompt_ids), micro_batch):

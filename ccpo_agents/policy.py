@@ -89,10 +89,15 @@ class Completion:
 
 @dataclass(frozen=True)
 class Request:
-    """A prompt for one role: the user text (an env observation); the system prompt comes from the role."""
+    """A prompt for one role: the user text (an env observation); the system prompt comes from the role.
+
+    ``seed`` (optional) fixes this request's sampling, so rollouts do not depend on the engine's history (exact
+    resume); backends without per-request seeds ignore it.
+    """
 
     role: str
     text: str
+    seed: int | None = None
 
 
 class Policy(Protocol):

@@ -199,6 +199,8 @@ class ServerPolicy:
         body = {"model": self.adapters.get(req.role) or "base", "prompt": ids, "n": sampling.n,
                 "max_tokens": min(sampling.max_tokens, room), "temperature": sampling.temperature,
                 "top_p": sampling.top_p, "logprobs": 0, "return_tokens_as_token_ids": True}
+        if req.seed is not None:
+            body["seed"] = req.seed
         resp = self._call(self.endpoints[i % len(self.endpoints)], "/v1/completions", body)
         comps = []
         for ch in sorted(resp["choices"], key=lambda c: c["index"]):

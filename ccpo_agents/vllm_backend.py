@@ -95,7 +95,8 @@ class VLLMPolicy:
                 continue
             batch.append(TokensPrompt(prompt_token_ids=ids))
             params.append(SamplingParams(n=sampling.n, temperature=sampling.temperature, top_p=sampling.top_p,
-                                         max_tokens=min(sampling.max_tokens, room), logprobs=0))
+                                         max_tokens=min(sampling.max_tokens, room), logprobs=0,
+                                         seed=req.seed))
             loras.append(self.adapters.get(req.role))
             where.append(i)
         if batch:

@@ -1,6 +1,8 @@
 """The one ``ccpo`` command-line entry point.
 
 Subcommands:
+  train    train a team (dyad or vote) with CCPO, shared-reward GRPO or MAPPO
+  eval     greedy evaluation of a run's latest checkpoint on a held-out split
   demo     play scripted teams on dyad_v0 and vote_v0 and measure env throughput (no model needed)
 
 Run ``ccpo <command> --help`` for the options of one command.
@@ -8,6 +10,7 @@ Run ``ccpo <command> --help`` for the options of one command.
 
 from __future__ import annotations
 
+import json
 import sys
 
 USAGE = __doc__
@@ -62,7 +65,64 @@ def _demo(argv: list[str]) -> int:
     return 0
 
 
-COMMANDS = {"demo": _demo}
+def _train(argv: list[str]) -> int:
+    """``ccpo train [--preset NAME] [--field value ...]``: every TrainConfig field is a flag (see --help)."""
+    import tyro
+
+    from ccpo_algos.config import PRESETS, TrainConfig, preset
+
+    name = None
+    if "--preset" in argv:
+        i = argv.index("--preset")
+        if i + 1 >= len(argv):
+            print(f"ccpo train: --preset needs a name: {sorted(PRESETS)}", file=sys.stderr)
+            return 2
+        name = argv[i + 1]
+        argv = argv[:i] + argv[i + 2:]
+    try:
+        base = preset(name)
+    except ValueError as e:
+        print(f"ccpo train: {e}", file=sys.stderr)
+        return 2
+    desc = (f"Train a team of LLM agents. Presets (--preset NAME, then any flag overrides it): "
+            f"{', '.join(sorted(PRESETS))}.")
+    cfg = tyro.cli(TrainConfig, default=base, args=argv, description=desc, prog="ccpo train")
+    try:
+        cfg.validate()
+    except ValueError as e:  # before any model is loaded
+        print(f"ccpo train: {e}", file=sys.stderr)
+        return 2
+    from ccpo_algos.trainer import read_metrics, train
+
+    run_dir = train(cfg)
+    last = read_metrics(run_dir)[-1]
+    print(f"run folder: {run_dir}")
+    print(json.dumps({k: round(v, 4) for k, v in last.items() if k.startswith(("eval/", "charts/accuracy"))},
+                     indent=1))
+    return 0
+
+
+def _eval(argv: list[str]) -> int:
+    import argparse
+
+    p = argparse.ArgumentParser(prog="ccpo eval", description="Greedy evaluation of a run's latest checkpoint.")
+    p.add_argument("run", help="run folder written by `ccpo train`")
+    p.add_argument("--split", default="eval", choices=["eval", "test"],
+                   help="held-out split (use test only for final numbers, never to pick checkpoints)")
+    p.add_argument("--size", type=int, default=None, help="number of tasks (default: the run's eval_size)")
+    args = p.parse_args(argv)
+    from ccpo_algos.trainer import evaluate_run
+
+    try:
+        out = evaluate_run(args.run, args.split, args.size)
+    except FileNotFoundError as e:
+        print(f"ccpo eval: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps(out, indent=1))
+    return 0
+
+
+COMMANDS = {"train": _train, "eval": _eval, "demo": _demo}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -142,6 +142,10 @@ class _TeamBase:
             "text": sanitize(ep.view(turn), self.max_observation_chars),
         }
 
+    def turn_text(self, index: int) -> str:
+        """Observation text of turn ``index`` of the current episode (what the acting agent will see then)."""
+        return sanitize(self.episode.view(self.episode.turns[index]), self.max_observation_chars)
+
     def _running_info(self, agent: str) -> dict[str, Any]:
         i, turn = self.episode.turn_for(agent)
         return {"task_id": self.episode.task.task_id, "turn": i, "removed": turn.removed}

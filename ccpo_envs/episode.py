@@ -66,6 +66,16 @@ class Episode:
         self.cursor += 1
 
     # ------------------------------------------------------------------------------------------------ views
+    def ready(self, index: int) -> bool:
+        """Whether turn ``index`` can be generated now: every message it reads already exists.
+
+        Lets a rollout generate later turns early (the dyad's solo reasoner turn is ready from the start, so it
+        joins the joint reasoner turns' generation batch).
+        """
+        turn = self.turns[index]
+        return all(self.message(b, turn.removed) is not None
+                   for b in self.topo.sees.get(turn.agent, ()) if b != turn.removed)
+
     def message(self, agent: str, removed: str | None) -> str | None:
         """``agent``'s message in the world where ``removed`` is absent (re-run message if it was re-run)."""
         if removed is not None and agent in self._down.get(removed, ()):

@@ -32,7 +32,8 @@ def tiny_model(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def vllm_engine(tiny_model):
-    """One real vLLM engine (CPU) for the whole session, serving adapters for a thinker and a reasoner."""
+    """One real vLLM engine (CPU) for the whole session, serving adapters for the dyad's and the vote's agents."""
     from ccpo_agents.vllm_backend import VLLMPolicy
 
-    return VLLMPolicy(tiny_model, ["thinker_0", "reasoner_0"], max_model_len=768, max_lora_rank=8, seed=0)
+    roles = ["thinker_0", "reasoner_0", "voter_0", "voter_1", "voter_2"]
+    return VLLMPolicy(tiny_model, roles, max_model_len=768, max_lora_rank=8, seed=0)

@@ -1,0 +1,104 @@
+"""Checkpoints: adapters (peft safetensors), optimisers, schedulers, credit statistics, RNG states, step.
+
+Written atomically (a temporary folder renamed into place, then the ``latest`` pointer replaced), so a run killed
+at any moment leaves either the previous checkpoint or the new one, never a torn one. Tensors load with
+``weights_only=True``; adapters and the value head load from safetensors.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def save_checkpoint(run_dir: Path, step: int, team: Any, optimizers: dict, schedulers: dict,
+                    credit_state: Any) -> Path:
+    """Write ``run_dir/checkpoints/step_<step>`` and point ``run_dir/checkpoints/latest`` at it."""
+    from safetensors.torch import save_file
+
+    root = run_dir / "checkpoints"
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / f"step_{step:06d}"
+    tmp = Path(tempfile.mkdtemp(prefix=f".step_{step:06d}.", dir=root))
+    try:
+        for role in optimizers:
+            if role != "critic":
+                team.save_adapter(role, tmp / "adapters" / role)
+        if "critic" in optimizers:
+            team.save_adapter("critic", tmp / "adapters" / "critic")
+            save_file({k: v.detach().contiguous() for k, v in team.value_head.state_dict().items()},
+                      str(tmp / "value_head.safetensors"))
+        torch.save({"optimizers": {r: o.state_dict() for r, o in optimizers.items()},
+                    "schedulers": {r: s.state_dict() for r, s in schedulers.items()},
+                    "torch_rng": torch.get_rng_state()}, tmp / "optim.pt")
+        state = {"step": step, "credit_state": None if credit_state is None else credit_state.state_dict(),
+                 "python_rng": _jsonable(random.getstate()), "numpy_rng": _jsonable(np.random.get_state())}
+        (tmp / "state.json").write_text(json.dumps(state))
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    _atomic_write_text(root / "latest", final.name)
+    return final
+
+
+def _jsonable(x: Any) -> Any:
+    if isinstance(x, tuple | list):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, np.ndarray):
+        return {"__ndarray__": x.tolist(), "dtype": str(x.dtype)}
+    if isinstance(x, np.generic):
+        return x.item()
+    return x
+
+
+def _from_jsonable(x: Any) -> Any:
+    if isinstance(x, dict) and "__ndarray__" in x:
+        return np.array(x["__ndarray__"], dtype=x["dtype"])
+    if isinstance(x, list):
+        return tuple(_from_jsonable(v) for v in x)
+    return x
+
+
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    ptr = run_dir / "checkpoints" / "latest"
+    if not ptr.exists():
+        return None
+    path = run_dir / "checkpoints" / ptr.read_text().strip()
+    return path if path.exists() else None
+
+
+def load_checkpoint(path: Path, team: Any, optimizers: dict, schedulers: dict) -> dict[str, Any]:
+    """Restore everything :func:`save_checkpoint` wrote; returns ``{"step", "credit_state"}`` (raw dict)."""
+    from safetensors.torch import load_file
+
+    for role in optimizers:
+        team.load_adapter_weights(role, path / "adapters" / role)
+    if "critic" in optimizers:
+        team.value_head.load_state_dict(load_file(str(path / "value_head.safetensors")))
+    blob = torch.load(path / "optim.pt", weights_only=True)
+    for r, o in optimizers.items():
+        o.load_state_dict(blob["optimizers"][r])
+    for r, s in schedulers.items():
+        s.load_state_dict(blob["schedulers"][r])
+    torch.set_rng_state(blob["torch_rng"])
+    state = json.loads((path / "state.json").read_text())
+    random.setstate(_from_jsonable(state["python_rng"]))
+    np.random.set_state(_from_jsonable(state["numpy_rng"]))
+    return state

@@ -1,0 +1,149 @@
+"""Rollout: the one place where the env's text meets the policy's tokens.
+
+:func:`collect` plays ``G`` joint episodes per task on PettingZoo AEC envs in lockstep, generating every turn that
+is *ready* (all messages it reads exist) in one batch. The dyad's counterfactual solo turn reads only the question,
+so it is generated in the same batch as the thinker's turn; vote counterfactuals need no generation at all.
+It records, per episode and agent, the joint turn's prompt/completion tokens, behaviour log-probs and finish flag,
+plus the env's final infos (team and counterfactual rewards).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import torch
+
+from ccpo_agents.policy import Completion, Policy, Request, SamplingConfig
+from ccpo_algos.credit import CreditBatch
+from ccpo_envs.task import Task
+from ccpo_envs.topology import Topology, downstream
+
+
+def request_seed(*parts: Any) -> int:
+    """A stable 31-bit seed from any parts (run seed, step, episode, turn)."""
+    h = hashlib.sha256(repr(parts).encode()).digest()
+    return int.from_bytes(h[:4], "big") & 0x7FFFFFFF
+
+
+def team_layout(topo: Topology) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(stage (A,), gate_source (A,))``: each agent's stage, and for a non-removable agent downstream of a
+    removable one, that agent's index (its gate; dyad: reasoner -> thinker), else -1."""
+    agents = list(topo.agents)
+    stage = [next(i for i, st in enumerate(topo.stages) if a in st) for a in agents]
+    gate = []
+    for a in agents:
+        src = -1
+        if a not in topo.removable:
+            for k in topo.removable:
+                if a in downstream(topo, k):
+                    src = agents.index(k)
+                    break
+        gate.append(src)
+    return torch.tensor(stage), torch.tensor(gate)
+
+
+@dataclass
+class RolloutBatch:
+    """``E = B·G`` finished episodes.
+
+    Attributes:
+        agents: agent ids in speaking order (``A``).
+        tasks: the task of each episode.
+        group_ids: ``(E,)`` prompt index of each episode (GRPO groups).
+        turns: per episode, ``{agent: Completion}`` of its joint turn (what is trained).
+        infos: per episode, the env's final infos.
+        stage_texts: per episode, the joint transcript before each stage (critic input).
+        cf_turns: per episode, the counterfactual re-run completions (not trained).
+    """
+
+    agents: list[str]
+    tasks: list[Task]
+    group_ids: torch.Tensor
+    turns: list[dict[str, Completion]]
+    infos: list[dict[str, Any]]
+    stage_texts: list[list[str]]
+    cf_turns: list[list[Completion]] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.turns)
+
+    def credit_batch(self, gate_source: torch.Tensor) -> CreditBatch:
+        E, A = len(self), len(self.agents)
+        team = torch.tensor([float(i["reward_joint"]) for i in self.infos])  # (E,)
+        removed = torch.full((E, A), float("nan"))  # (E, A)
+        for e, info in enumerate(self.infos):
+            for k, r in info.get("reward_removed", {}).items():
+                removed[e, self.agents.index(k)] = float(r)
+        finished = torch.tensor([[self.turns[e][a].finished for a in self.agents] for e in range(E)])
+        return CreditBatch(team, removed, finished, gate_source)
+
+    def tokens_generated(self) -> int:
+        return sum(len(c.completion_ids) for t in self.turns for c in t.values()) + \
+            sum(len(c.completion_ids) for cf in self.cf_turns for c in cf)
+
+
+def collect(envs: Sequence[Any], tasks: Sequence[Task], group_size: int, policy: Policy, sampling: SamplingConfig,
+            seed: int | None = None) -> RolloutBatch:
+    """Play ``group_size`` episodes of each task on ``envs`` (AEC envs, at least ``len(tasks)·group_size``).
+
+    Args:
+        envs: PettingZoo AEC envs built by ``ccpo_envs.make(..., api="aec")`` (one per episode).
+        tasks: the ``B`` tasks of this step.
+        group_size: ``G`` samples per task.
+        policy: generates the turns (``sampling.n`` is forced to 1: each episode is its own sample).
+        sampling: temperature, top_p, max_tokens.
+        seed: base of the per-request sampling seeds (``None``: the engine's own RNG).
+    """
+    E = len(tasks) * group_size
+    if len(envs) < E:
+        raise ValueError(f"collect needs {E} envs for {len(tasks)} tasks x {group_size}, got {len(envs)}")
+    sampling = SamplingConfig(sampling.temperature, sampling.top_p, sampling.max_tokens, 1)
+    raw = [envs[e].unwrapped for e in range(E)]
+    agents = list(raw[0].possible_agents)
+    for e in range(E):
+        envs[e].reset(options={"task": tasks[e // group_size]})
+    pending: list[dict[int, Completion]] = [{} for _ in range(E)]
+    fed = [0] * E
+    finals: list[dict[str, Any] | None] = [None] * E
+
+    def advance(e: int) -> None:
+        env = envs[e]
+        while finals[e] is None and fed[e] in pending[e]:
+            env.step(pending[e][fed[e]].text)
+            fed[e] += 1
+            if env.agents and all(env.terminations[a] or env.truncations[a] for a in env.agents):
+                finals[e] = dict(env.infos[env.agents[0]])
+                while env.agents:  # PettingZoo: dead agents step None until removed
+                    env.step(None)
+
+    while any(f is None for f in finals):
+        reqs: list[tuple[int, int, Request]] = []
+        for e in range(E):
+            if finals[e] is not None:
+                continue
+            ep = raw[e].episode
+            for i in range(fed[e], len(ep.turns)):
+                if i not in pending[e] and ep.ready(i):
+                    s = None if seed is None else request_seed(seed, e, i)
+                    reqs.append((e, i, Request(ep.turns[i].agent, raw[e].turn_text(i), s)))
+        if not reqs:
+            raise RuntimeError("rollout stalled: no turn is ready; the topology's `sees` is inconsistent")
+        outs = policy.generate([r for _, _, r in reqs], sampling)
+        for (e, i, _), out in zip(reqs, outs):
+            pending[e][i] = out[0]
+        for e in range(E):
+            advance(e)
+
+    turns, cf, stage_texts = [], [], []
+    for e in range(E):
+        ep = raw[e].episode
+        turns.append({t.agent: pending[e][i] for i, t in enumerate(ep.turns) if t.removed is None})
+        cf.append([pending[e][i] for i, t in enumerate(ep.turns) if t.removed is not None])
+        first = [next(i for i, t in enumerate(ep.turns) if t.removed is None and t.stage == s)
+                 for s in range(len(ep.topo.stages))]
+        stage_texts.append([raw[e].turn_text(i) for i in first])
+    group_ids = torch.arange(len(tasks)).repeat_interleave(group_size)
+    return RolloutBatch(agents, [tasks[e // group_size] for e in range(E)], group_ids, turns,
+                        [f for f in finals if f is not None], stage_texts, cf)

@@ -1,0 +1,370 @@
+"""The training loop: ROLLOUT -> CREDIT -> ADVANTAGE -> UPDATE -> SYNC -> LOG, the same for every algorithm.
+
+The algorithm is a row of :data:`ccpo_algos.algorithms.ALGORITHMS`; the loop never branches on its name.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ccpo_agents.hf_backend import CRITIC, HFTeam, LoraSpec
+from ccpo_agents.models import resolve_model
+from ccpo_agents.policy import ChatFormatter, Completion, SamplingConfig
+from ccpo_algos.advantage import AdvantageConfig
+from ccpo_algos.algorithms import ALGORITHMS
+from ccpo_algos.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from ccpo_algos.config import TrainConfig
+from ccpo_algos.credit import CreditConfig, EmaState
+from ccpo_algos.loss import LossConfig, policy_loss, value_loss
+from ccpo_algos.metrics import rollout_metrics
+from ccpo_algos.rollout import RolloutBatch, collect, team_layout
+from ccpo_envs import make
+from ccpo_envs.registry import resolve_source
+
+
+
+# ------------------------------------------------------------------------------------------------- helpers
+
+
+def role_prompts(cfg: TrainConfig) -> dict[str, str | None]:
+    from ccpo_agents.policy import DEFAULT_ROLE_PROMPTS
+
+    p: dict[str, str | None] = dict(DEFAULT_ROLE_PROMPTS)
+    if cfg.thinker_prompt is not None:
+        p["thinker"] = cfg.thinker_prompt
+    if cfg.solver_prompt is not None:
+        p.update(reasoner=cfg.solver_prompt, voter=cfg.solver_prompt)
+    return p
+
+
+def env_kwargs(cfg: TrainConfig, counterfactual: bool) -> dict[str, Any]:
+    if cfg.env == "dyad_v0":
+        return {"counterfactual": counterfactual}
+    return {"n": cfg.n_voters, "tie_rule": cfg.tie_rule}
+
+
+def team_agents(cfg: TrainConfig) -> list[str]:
+    return ["thinker_0", "reasoner_0"] if cfg.env == "dyad_v0" else [f"voter_{i}" for i in range(cfg.n_voters)]
+
+
+def build_policy(cfg: TrainConfig, model_path: str, roles: list[str]) -> Any:
+    """The rollout backend named by ``cfg.backend``."""
+    if cfg.backend == "vllm":
+        from ccpo_agents.vllm_backend import VLLMPolicy
+
+        return VLLMPolicy(model_path, roles, max_model_len=cfg.max_model_len, max_lora_rank=cfg.lora_r,
+                          seed=cfg.seed, role_prompts=role_prompts(cfg))
+    from ccpo_agents.server_backend import ServerPolicy, VLLMServer
+
+    endpoints = list(cfg.endpoints)
+    if not endpoints:
+        server = VLLMServer(model_path, max_model_len=cfg.max_model_len, max_lora_rank=cfg.lora_r,
+                            max_loras=len(roles)).start()
+        endpoints = [server.url]
+    return ServerPolicy(endpoints, model_path, roles, cfg.max_model_len, role_prompts(cfg))
+
+
+def batch_indices(seed: int, step: int, batch: int, n: int) -> list[int]:
+    """Task indices of ``step`` (1-based): epochs of seeded permutations, a pure function of the step."""
+    out = []
+    for pos in range((step - 1) * batch, step * batch):
+        epoch, k = divmod(pos, n)
+        out.append(int(np.random.default_rng([seed, epoch]).permutation(n)[k]))
+    return out
+
+
+def roles_to_train(cfg: TrainConfig, step: int, agents: list[str]) -> list[str]:
+    """``simultaneous``: all; ``alternate``: one agent per block of ``switch_every`` steps, first agent first.
+
+    As in the reference code, ``idx = (step // switch_every) mod A`` with steps counted from 1, so the first block
+    is one step shorter.
+    """
+    if cfg.schedule == "simultaneous":
+        return list(agents)
+    return [agents[(step // cfg.switch_every) % len(agents)]]
+
+
+def _pad(rows: list[list[float]], width: int) -> torch.Tensor:
+    return torch.tensor([r + [0.0] * (width - len(r)) for r in rows], dtype=torch.float32)
+
+
+def _warmup(opt: torch.optim.Optimizer, steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+    return torch.optim.lr_scheduler.LambdaLR(opt, lambda k: min(1.0, (k + 1) / max(1, steps)))
+
+
+# -------------------------------------------------------------------------------------------------- update
+
+
+def update_role(team: HFTeam, role: str, opt: torch.optim.Optimizer, sched: Any, turns: list[Completion],
+                adv: torch.Tensor, cfg: TrainConfig, loss_cfg: LossConfig) -> dict[str, float]:
+    """One optimiser step of ``role`` on its turns with per-turn advantages ``adv (E,)``."""
+    keep = [e for e, c in enumerate(turns) if c.completion_ids]  # a prompt that did not fit produced nothing
+    opt.zero_grad(set_to_none=True)
+    stats = {"loss": 0.0, "ratio": 0.0, "kl": 0.0}
+    if keep:
+        total_tokens = sum(len(turns[e].completion_ids) for e in keep)
+        for s in range(0, len(keep), cfg.micro_batch):
+            mb = keep[s:s + cfg.micro_batch]
+            prompts = [turns[e].prompt_ids for e in mb]
+            comps = [turns[e].completion_ids for e in mb]
+            lp, mask = team.token_logprobs(role, prompts, comps, cfg.micro_batch)
+            old = _pad([turns[e].logprobs for e in mb], lp.shape[1])
+            ref = team.token_logprobs(role, prompts, comps, cfg.micro_batch, reference=True)[0] \
+                if loss_cfg.kl_coef > 0 else None
+            loss, m = policy_loss(lp, old, adv[mb].to(torch.float32), mask, loss_cfg, ref)
+            weight = len(mb) / len(keep) if loss_cfg.agg == "seq-mean" else \
+                sum(len(c) for c in comps) / total_tokens
+            (loss * weight).backward()
+            stats["loss"] += loss.item() * weight
+            stats["ratio"] += m["policy/ratio_mean"] * weight
+            stats["kl"] += m.get("policy/kl", 0.0) * weight
+    params = team.trainable_parameters(role)
+    grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip) if keep else torch.tensor(0.0)
+    opt.step()
+    sched.step()
+    return {f"losses/policy_{role}": stats["loss"], f"policy/ratio_{role}": stats["ratio"],
+            f"policy/kl_{role}": stats["kl"], f"grad_norm/{role}": float(grad_norm),
+            f"charts/lr_{role}": sched.get_last_lr()[0]}
+
+
+def critic_prompts(team: HFTeam, rb: RolloutBatch) -> list[list[int]]:
+    """Chat-templated joint transcripts before each stage, flattened ``(E·S)``."""
+    fmt = ChatFormatter(team.tokenizer, {})
+    return [fmt.prompt_ids(CRITIC, text) for texts in rb.stage_texts for text in texts]
+
+
+# ---------------------------------------------------------------------------------------------- evaluation
+
+
+def evaluate(policy: Any, envs: list[Any], source: Any, size: int, cfg: TrainConfig) -> dict[str, float]:
+    """Greedy joint (and counterfactual) accuracy on the first ``size`` tasks of a held-out source."""
+    greedy = SamplingConfig(temperature=0.0, top_p=1.0, max_tokens=cfg.max_tokens)
+    infos, turns = [], []
+    n = min(size, len(source))
+    for s in range(0, n, len(envs)):
+        tasks = [source[i] for i in range(s, min(n, s + len(envs)))]
+        rb = collect(envs, tasks, 1, policy, greedy, seed=None)
+        infos += rb.infos
+        turns += rb.turns
+    merged = RolloutBatch(list(rb.agents), [], torch.zeros(len(infos)), turns, infos, [])
+    return rollout_metrics(merged, prefix="eval/")
+
+
+# --------------------------------------------------------------------------------------------------- logging
+
+
+class RunLogger:
+    """metrics.jsonl (always), TensorBoard and W&B (optional)."""
+
+    def __init__(self, run_dir: Path, cfg: TrainConfig, resume_step: int):
+        self.path = run_dir / "metrics.jsonl"
+        if resume_step and self.path.exists():  # drop lines after the checkpoint: they are recomputed
+            lines = [ln for ln in self.path.read_text().splitlines() if ln and json.loads(ln)["step"] <= resume_step]
+            self.path.write_text("".join(ln + "\n" for ln in lines))
+        self.tb = self.wb = None
+        if cfg.tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self.tb = SummaryWriter(str(run_dir / "tb"))
+            except ImportError:
+                warnings.warn("tensorboard is not installed; logging to metrics.jsonl only")
+        if cfg.wandb:
+            import wandb
+
+            self.wb = wandb.init(project="ccpo", name=run_dir.name, config=cfg.to_dict(), dir=str(run_dir))
+
+    def log(self, step: int, metrics: dict[str, float]) -> None:
+        with open(self.path, "a") as f:
+            f.write(json.dumps({"step": step, **metrics}) + "\n")
+        if self.tb is not None:
+            for k, v in metrics.items():
+                self.tb.add_scalar(k, v, step)
+            self.tb.flush()
+        if self.wb is not None:
+            self.wb.log(metrics, step=step)
+
+    def close(self) -> None:
+        if self.tb is not None:
+            self.tb.close()
+        if self.wb is not None:
+            self.wb.finish()
+
+
+def new_run_dir(cfg: TrainConfig) -> Path:
+    """``out_dir/name``, or ``name-1``, ``name-2``... so that no earlier run is overwritten."""
+    base = Path(cfg.out_dir) / cfg.name
+    path, k = base, 0
+    while path.exists():
+        k += 1
+        path = base.with_name(f"{cfg.name}-{k}")
+    path.mkdir(parents=True)
+    return path
+
+
+# ------------------------------------------------------------------------------------------------ the loop
+
+
+def train(cfg: TrainConfig, policy: Any | None = None) -> Path:
+    """Train a team; returns the run folder (config.json, metrics.jsonl, checkpoints/, adapters/, tb/).
+
+    Args:
+        cfg: the configuration (validated first: a bad value fails before any model is loaded).
+        policy: a rollout backend to use instead of building one (e.g. a shared engine in tests); it must serve
+            adapters for the team's agents.
+    """
+    cfg.validate()
+    algo = ALGORITHMS[cfg.algo]
+    run_dir = Path(cfg.resume) if cfg.resume else new_run_dir(cfg)
+    if cfg.resume and not (run_dir / "config.json").exists():
+        raise FileNotFoundError(f"resume={cfg.resume!r} is not a run folder (no config.json)")
+    (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+
+    # --- SETUP: tasks and envs (E = B·G training envs, one per episode)
+    src_kw = {"path": cfg.task_path} if cfg.task_path else {}
+    if cfg.task_path is None and cfg.task not in ("gsm8k", "hendrycks_math", "math500", "logiqa"):
+        src_kw["modes"] = cfg.extract_modes
+    train_src = resolve_source(cfg.task, split="train", seed=cfg.seed, size=cfg.train_size, **src_kw)
+    eval_src = resolve_source(cfg.task, split=cfg.eval_split, seed=cfg.seed, size=cfg.eval_size, **src_kw)
+    E = cfg.prompts_per_step * cfg.group_size
+    counterfactual = algo.needs_counterfactual or cfg.counterfactual_metrics
+    envs = [make(cfg.env, api="aec", source=train_src, **env_kwargs(cfg, counterfactual)) for _ in range(E)]
+    eval_envs = [make(cfg.env, api="aec", source=eval_src, **env_kwargs(cfg, True))
+                 for _ in range(min(cfg.eval_size, 32))]
+    agents = list(envs[0].unwrapped.possible_agents)
+    stage, gate = team_layout(envs[0].unwrapped.topology)
+
+    # --- SETUP: models, optimisers
+    model_path = resolve_model(cfg.model)
+    torch.manual_seed(cfg.seed)
+    team = HFTeam(model_path, agents, LoraSpec(cfg.lora_r, cfg.lora_alpha), cfg.dtype, critic=algo.needs_critic,
+                  seed=cfg.seed)
+    owners = agents + ([CRITIC] if algo.needs_critic else [])
+    optimizers = {r: torch.optim.AdamW(team.trainable_parameters(r), lr=cfg.critic_lr if r == CRITIC else cfg.lr,
+                                       weight_decay=cfg.weight_decay) for r in owners}
+    schedulers = {r: _warmup(o, cfg.warmup_steps) for r, o in optimizers.items()}
+    credit_cfg = CreditConfig(alpha=cfg.alpha, eta=cfg.eta, decay=cfg.ema_decay, mask_truncated=cfg.mask_truncated)
+    adv_cfg = AdvantageConfig(scale_std=cfg.scale_std, gamma=cfg.gamma, lam=cfg.lam)
+    loss_cfg = LossConfig(clip_eps=cfg.clip_eps, dual_clip=cfg.dual_clip, agg=cfg.loss_agg, kl_coef=cfg.kl_coef,
+                          value_clip=cfg.value_clip)
+    sampling = SamplingConfig(cfg.temperature, cfg.top_p, cfg.max_tokens)
+
+    start, credit_state = 0, None
+    ckpt = latest_checkpoint(run_dir) if cfg.resume else None
+    if ckpt is not None:
+        st = load_checkpoint(ckpt, team, optimizers, schedulers)
+        start = int(st["step"])
+        credit_state = EmaState.from_state_dict(st["credit_state"]) if st["credit_state"] else None
+    policy = policy if policy is not None else build_policy(cfg, model_path, agents)
+    for r in agents:  # the engine serves exactly the trainer's adapters from the first rollout on
+        policy.load_adapter(r, team.save_adapter(r, run_dir / "adapters" / r))
+    logger = RunLogger(run_dir, cfg, start)
+    bar = None
+    if cfg.progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=cfg.steps, initial=start, desc=f"{cfg.algo}/{cfg.env}", unit="step")
+
+    for step in range(start + 1, cfg.steps + 1):
+        metrics: dict[str, float] = {}
+        # ROLLOUT
+        t0 = time.perf_counter()
+        tasks = [train_src[i] for i in batch_indices(cfg.seed, step, cfg.prompts_per_step, len(train_src))]
+        rb = collect(envs, tasks, cfg.group_size, policy, sampling, seed=hash((cfg.seed, step)) & 0x7FFFFFFF)
+        metrics["perf/seconds_rollout"] = time.perf_counter() - t0
+        metrics["perf/tokens_generated"] = float(rb.tokens_generated())
+
+        # CREDIT
+        rewards, credit_state = algo.credit(rb.credit_batch(gate), credit_state, credit_cfg)  # (E, A)
+
+        # ADVANTAGE
+        t0 = time.perf_counter()
+        values = None
+        if algo.needs_critic:
+            flat = team.values(critic_prompts(team, rb), cfg.micro_batch)  # (E·S,), with grad for the update
+            stage_values = flat.view(len(rb), -1)
+            values = stage_values.detach()[:, stage]
+        adv, returns = algo.advantage(rewards, rb.group_ids, values, stage, adv_cfg)  # (E, A)
+
+        # UPDATE
+        trained = roles_to_train(cfg, step, agents)
+        for r in trained:
+            j = agents.index(r)
+            metrics.update(update_role(team, r, optimizers[r], schedulers[r], [t[r] for t in rb.turns],
+                                       adv[:, j], cfg, loss_cfg))
+        if algo.needs_critic:
+            first = [int((stage == s).nonzero()[0]) for s in range(stage_values.shape[1])]
+            target = returns[:, first].to(torch.float32)
+            vl = value_loss(stage_values, stage_values.detach(), target, cfg.value_clip)
+            optimizers[CRITIC].zero_grad(set_to_none=True)
+            vl.backward()
+            metrics["grad_norm/critic"] = float(torch.nn.utils.clip_grad_norm_(
+                team.trainable_parameters(CRITIC), cfg.grad_clip))
+            optimizers[CRITIC].step()
+            schedulers[CRITIC].step()
+            metrics["losses/value"] = vl.item()
+        metrics["perf/seconds_update"] = time.perf_counter() - t0
+
+        # SYNC
+        t0 = time.perf_counter()
+        for r in trained:
+            policy.load_adapter(r, team.save_adapter(r, run_dir / "adapters" / r))
+        metrics["perf/seconds_sync"] = time.perf_counter() - t0
+
+        # LOG
+        metrics.update(rollout_metrics(rb, rewards))
+        metrics["charts/trained_" + "_".join(trained)] = 1.0
+        if cfg.eval_every and step % cfg.eval_every == 0 or step == cfg.steps:
+            t0 = time.perf_counter()
+            metrics.update(evaluate(policy, eval_envs, eval_src, cfg.eval_size, cfg))
+            metrics["perf/seconds_eval"] = time.perf_counter() - t0
+        logger.log(step, metrics)
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(acc=f"{metrics['charts/accuracy_joint']:.2f}",
+                            eval=f"{metrics.get('eval/charts/accuracy_joint', float('nan')):.2f}")
+        if (cfg.checkpoint_every and step % cfg.checkpoint_every == 0) or step == cfg.steps:
+            save_checkpoint(run_dir, step, team, optimizers, schedulers, credit_state)
+
+    logger.close()
+    if bar is not None:
+        bar.close()
+    return run_dir
+
+
+def read_metrics(run_dir: str | os.PathLike) -> list[dict[str, float]]:
+    """The rows of a run's metrics.jsonl."""
+    return [json.loads(ln) for ln in Path(run_dir, "metrics.jsonl").read_text().splitlines() if ln.strip()]
+
+
+def evaluate_run(run_dir: str | os.PathLike, split: str = "eval", size: int | None = None,
+                 policy: Any | None = None) -> dict[str, float]:
+    """Greedy evaluation of a run's latest checkpoint on ``split`` (``test`` only for final reporting)."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.json").exists():
+        raise FileNotFoundError(f"{run_dir} is not a run folder (no config.json)")
+    cfg = TrainConfig(**{k: tuple(v) if isinstance(v, list) else v
+                         for k, v in json.loads((run_dir / "config.json").read_text()).items()})
+    ckpt = latest_checkpoint(run_dir)
+    if ckpt is None:
+        raise FileNotFoundError(f"{run_dir} has no checkpoint yet")
+    agents = team_agents(cfg)
+    src_kw = {"path": cfg.task_path} if cfg.task_path else {}
+    size = size or cfg.eval_size
+    source = resolve_source(cfg.task, split=split, seed=cfg.seed, size=size, **src_kw)
+    envs = [make(cfg.env, api="aec", source=source, **env_kwargs(cfg, True)) for _ in range(min(size, 32))]
+    policy = policy if policy is not None else build_policy(cfg, resolve_model(cfg.model), agents)
+    for r in agents:
+        policy.load_adapter(r, ckpt / "adapters" / r)
+    m = evaluate(policy, envs, source, size, cfg)
+    out = {k.replace("eval/", f"{split}/", 1): v for k, v in m.items()}
+    (run_dir / f"eval_{split}_{ckpt.name}.json").write_text(json.dumps(out, indent=2))
+    return out

@@ -1,0 +1,207 @@
+"""The trainer end to end on the tiny model through real vLLM (CPU), the credit on scripted teams, resume, CLI."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import ccpo_envs
+from ccpo_agents.hf_backend import HFTeam, LoraSpec
+from ccpo_agents.policy import SamplingConfig
+from ccpo_agents.scripted import ConstantPolicy, IgnoresTeammatePolicy, OraclePolicy, PerRolePolicy
+from ccpo_algos.algorithms import ALGORITHMS
+from ccpo_algos.config import preset
+from ccpo_algos.credit import CreditConfig
+from ccpo_algos.rollout import collect, team_layout
+from ccpo_algos.trainer import batch_indices, read_metrics, roles_to_train, train
+from ccpo_envs import ListSource, Task, register_source
+
+
+class _ParityVerifierStub:
+    """Test double for the verifier (what these tests are not about): a random-init model never solves arithmetic,
+    so reward 1 goes to answers of even length - about half the samples - giving GRPO groups a spread."""
+
+    def extract(self, text):
+        return text.strip() or None
+
+    def score_answer(self, answer, task):
+        return float(len(answer) % 2 == 0)
+
+    def equivalent(self, a, b):
+        return a == b
+
+
+def _parity_source(split, seed, size, **kw):
+    return ListSource([{"question": f"Calculate {i} + {i % 7}.", "answer": str(i + i % 7)} for i in range(size)],
+                      verifier=_ParityVerifierStub(), name="parity", split=split)
+
+
+register_source("parity_stub", _parity_source)
+
+CASES = [(algo, env) for algo in ("ccpo", "grpo", "mappo") for env in ("dyad_v0", "vote_v0")]
+
+
+def _cfg(tiny_model, tmp_path, **kw):
+    base = dict(model=tiny_model, task="parity_stub", out_dir=str(tmp_path), progress=False, tensorboard=False,
+                train_size=16, eval_size=4, max_tokens=12, lr=1e-2, warmup_steps=1,
+                mask_truncated=False)  # a random model almost never stops within 12 tokens
+    return preset("smoke", **{**base, **kw})
+
+
+def _adapter(path):
+    return load_file(str(Path(path) / "adapter_model.safetensors"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("algo,env", CASES)
+def test_every_algorithm_and_topology_trains_two_steps(algo, env, tiny_model, vllm_engine, tmp_path):
+    cfg = _cfg(tiny_model, tmp_path, algo=algo, env=env, schedule="simultaneous", name=f"{algo}-{env}")
+    run = train(cfg, policy=vllm_engine)
+    rows = read_metrics(run)
+    assert [r["step"] for r in rows] == [1, 2]
+    agents = ["thinker_0", "reasoner_0"] if env == "dyad_v0" else ["voter_0", "voter_1", "voter_2"]
+    for r in rows:
+        losses = {k: v for k, v in r.items() if k.startswith("losses/")}
+        assert len(losses) == len(agents) + (algo == "mappo")
+        assert all(torch.isfinite(torch.tensor(v)) for v in losses.values()), losses
+        assert any(r[f"grad_norm/{a}"] > 0 for a in agents)
+    init = HFTeam(tiny_model, agents, LoraSpec(cfg.lora_r, cfg.lora_alpha), cfg.dtype, seed=cfg.seed)
+    for a in agents:
+        trained = _adapter(run / "checkpoints" / "step_000002" / "adapters" / a)
+        init_dir = init.save_adapter(a, tmp_path / "init" / a)
+        before = _adapter(init_dir)
+        assert trained.keys() == before.keys()
+        changed = [k for k in trained if not torch.equal(trained[k], before[k])]
+        assert any("lora_B" in k for k in changed), f"{a}: trainable parameters did not change"
+    meta = json.loads((run / "config.json").read_text())
+    assert meta["algo"] == algo and (run / "checkpoints" / "latest").read_text() == "step_000002"
+    assert any(k.startswith("eval/") for k in rows[-1])
+
+
+def _scripted_batch(env_name, policy, n_tasks=4, group=2, **env_kw):
+    src = ccpo_envs.make_source("arith_easy", size=20)
+    envs = [ccpo_envs.make(env_name, api="aec", source=src, **env_kw) for _ in range(n_tasks * group)]
+    tasks = [src[i] for i in range(n_tasks)]
+    rb = collect(envs, tasks, group, policy, SamplingConfig())
+    return rb, team_layout(envs[0].unwrapped.topology)
+
+
+def test_free_riding_thinker_gets_zero_ccpo_credit_but_full_shared_reward():
+    src = ccpo_envs.make_source("arith_easy", size=20)
+    gold = {src[i].question: src[i].answer for i in range(20)}
+    team = PerRolePolicy({"thinker_0": ConstantPolicy("Think hard."),
+                          "reasoner_0": IgnoresTeammatePolicy(OraclePolicy(gold.get))})
+    rb, (stage, gate) = _scripted_batch("dyad_v0", team)
+    cb = rb.credit_batch(gate)
+    assert torch.all(cb.team_reward == 1.0) and torch.all(cb.removed_reward[:, 0] == 1.0)
+    ccpo, _ = ALGORITHMS["ccpo"].credit(cb, None, CreditConfig())
+    shared, _ = ALGORITHMS["grpo"].credit(cb, None, CreditConfig())
+    assert torch.all(ccpo[:, 0] == 0.0)  # Δ = R_joint - R_solo = 0 for the thinker
+    assert torch.all(shared[:, 0] == 1.0)  # the free-rider still gets the full team reward
+    # a helpful thinker whose plan the reasoner needs: the reasoner is right only with the plan
+    helper = PerRolePolicy({"thinker_0": ConstantPolicy("PLAN"),
+                            "reasoner_0": _NeedsPlan(OraclePolicy(gold.get))})
+    rb, (_, gate) = _scripted_batch("dyad_v0", helper)
+    ccpo, _ = ALGORITHMS["ccpo"].credit(rb.credit_batch(gate), None, CreditConfig())
+    assert torch.all(ccpo[:, 0] == 1.0)
+
+
+class _NeedsPlan:
+    def __init__(self, inner):
+        self.inner = inner
+
+    def generate(self, requests, sampling):
+        out = self.inner.generate(requests, sampling)
+        for r, cs in zip(requests, out):
+            if "PLAN" not in r.text:
+                for c in cs:
+                    c.text = "no idea"
+        return out
+
+
+def test_non_pivotal_voter_gets_zero_credit():
+    src = ccpo_envs.make_source("arith_easy", size=20)
+    gold = {src[i].question: src[i].answer for i in range(20)}
+    team = PerRolePolicy({"voter_0": OraclePolicy(gold.get), "voter_1": OraclePolicy(gold.get),
+                          "voter_2": ConstantPolicy("\\boxed{-12345}")})
+    rb, (_, gate) = _scripted_batch("vote_v0", team)
+    diff, _ = ALGORITHMS["difference"].credit(rb.credit_batch(gate), None, CreditConfig())
+    # voters 0 and 1 are pivotal (without either, a 1-1 tie: expected reward 0.5); voter 2 is not
+    assert torch.all(diff[:, 2] == 0.0)
+    assert torch.allclose(diff[:, :2], torch.full_like(diff[:, :2], 0.5))
+
+
+def test_schedule_and_data_order():
+    cfg = preset(None, switch_every=10)
+    assert [roles_to_train(cfg, s, ["t", "r"])[0] for s in (1, 9, 10, 19, 20)] == ["t", "t", "r", "r", "t"]
+    assert roles_to_train(preset(None, schedule="simultaneous"), 3, ["a", "b"]) == ["a", "b"]
+    a = [i for s in range(1, 6) for i in batch_indices(0, s, 4, 10)]
+    assert sorted(a[:10]) == list(range(10)) and a == [i for s in range(1, 6) for i in batch_indices(0, s, 4, 10)]
+
+
+def test_bad_config_fails_before_any_model_loads(tmp_path):
+    t0 = time.monotonic()
+    for kw, msg in [({"algo": "ppo"}, "choose one of"), ({"lr": 3.0}, "lr=3.0"), ({"group_size": 1}, "group_size"),
+                    ({"eval_split": "train"}, "use eval"), ({"extract_modes": ("boxed", "magic")}, "magic"),
+                    ({"max_tokens": 4096, "max_model_len": 1024}, "no room")]:
+        with pytest.raises(ValueError, match=msg):
+            train(preset(None, out_dir=str(tmp_path), **kw))
+    assert time.monotonic() - t0 < 5
+    assert not list(tmp_path.iterdir())  # nothing was written
+
+
+def test_cli_help_and_errors():
+    out = subprocess.run([sys.executable, "-m", "ccpo_algos.cli", "train", "--help"], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0
+    for field in ("--algo", "--group-size", "--schedule", "--resume", "Presets"):
+        assert field in out.stdout
+    bad = subprocess.run([sys.executable, "-m", "ccpo_algos.cli", "train", "--schedule", "random"],
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "choose alternate or simultaneous" in bad.stderr
+    ev = subprocess.run([sys.executable, "-m", "ccpo_algos.cli", "eval", "/no/such/run"], capture_output=True,
+                        text=True, timeout=120)
+    assert ev.returncode == 2 and "not a run folder" in ev.stderr
+
+
+def _cli_train(args, env):
+    return subprocess.Popen([sys.executable, "-m", "ccpo_algos.cli", "train", "--preset", "smoke"] + args,
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+
+
+def _comparable(rows):
+    return [{k: v for k, v in r.items() if not k.startswith("perf/")} for r in rows]
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_exactly(tiny_model, tmp_path):
+    env = dict(os.environ, CCPO_CACHE=str(tmp_path / "cache"))
+    common = ["--model", tiny_model, "--task", "rg:basic_arithmetic", "--steps", "4", "--checkpoint-every", "1",
+              "--lr", "0.01", "--max-tokens", "12", "--no-progress", "--no-tensorboard", "--out-dir", str(tmp_path)]
+    full = _cli_train(common + ["--name", "full"], env)
+    assert full.wait(timeout=600) == 0
+    victim = _cli_train(common + ["--name", "killed"], env)
+    run = tmp_path / "killed"
+    deadline = time.monotonic() + 600
+    while not (run / "checkpoints" / "step_000002").exists():
+        assert victim.poll() is None and time.monotonic() < deadline, "run ended before it could be killed"
+        time.sleep(0.2)
+    os.killpg(victim.pid, signal.SIGKILL)  # killed mid-run, engine and all
+    victim.wait()
+    assert not (run / "checkpoints" / "step_000004").exists()
+    resumed = _cli_train(common + ["--name", "killed", "--resume", str(run)], env)
+    assert resumed.wait(timeout=600) == 0
+    a, b = read_metrics(tmp_path / "full"), read_metrics(run)
+    assert [r["step"] for r in b] == [1, 2, 3, 4]
+    assert _comparable(a) == _comparable(b)
+    for role in ("thinker_0", "reasoner_0"):
+        x = _adapter(tmp_path / "full" / "checkpoints" / "step_000004" / "adapters" / role)
+        y = _adapter(run / "checkpoints" / "step_000004" / "adapters" / role)
+        assert all(torch.equal(x[k], y[k]) for k in x)
