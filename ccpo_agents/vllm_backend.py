@@ -49,7 +49,10 @@ class VLLMPolicy:
         if enable_lora:
             kw.update(max_loras=max(1, len(roles)), max_lora_rank=max_lora_rank)
         if on_cpu():
-            kw.update(enforce_eager=True)
+            # Chunked prefill discards a partial prefill's sampled token by rewinding the request's generator, and
+            # CPU generators cannot rewind ("CPU Generator does not use offset"): off, so per-request seeds work.
+            kw.update(enforce_eager=True, enable_chunked_prefill=False,
+                      max_num_batched_tokens=max(8192, max_model_len))
         else:
             kw.update(gpu_memory_utilization=gpu_memory_utilization)
         kw.update(engine_kwargs or {})

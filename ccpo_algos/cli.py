@@ -3,6 +3,7 @@
 Subcommands:
   train    train a team (dyad or vote) with CCPO, shared-reward GRPO or MAPPO
   eval     greedy evaluation of a run's latest checkpoint on a held-out split
+  bench    the benchmark suite (the README's main job); `ccpo bench report A B` compares two result folders
   demo     play scripted teams on dyad_v0 and vote_v0 and measure env throughput (no model needed)
 
 Run ``ccpo <command> --help`` for the options of one command.
@@ -122,7 +123,39 @@ def _eval(argv: list[str]) -> int:
     return 0
 
 
-COMMANDS = {"train": _train, "eval": _eval, "demo": _demo}
+def _bench(argv: list[str]) -> int:
+    """``ccpo bench [--preset default|full|long] [--ablations no_history no_gate ...]`` or ``ccpo bench report A B``."""
+    if argv[:1] == ["report"]:
+        if len(argv) != 3:
+            print("usage: ccpo bench report RESULTS_A RESULTS_B", file=sys.stderr)
+            return 2
+        from benchmarks.suite import report
+
+        try:
+            print(report(argv[1], argv[2]))
+        except FileNotFoundError as e:
+            print(f"ccpo bench report: {e}; pass two folders written by `ccpo bench`", file=sys.stderr)
+            return 2
+        return 0
+    import tyro
+
+    from benchmarks.suite import BENCH_PRESETS, BenchConfig, run_suite
+
+    bc = tyro.cli(BenchConfig, args=argv, prog="ccpo bench", description=(
+        "Train CCPO, shared-reward GRPO and MAPPO on the dyad and the vote (plus the untrained team and the "
+        f"reasoner alone as references) and write a table and plots. Presets: {', '.join(BENCH_PRESETS)}."))
+    try:
+        bc.runs()
+    except ValueError as e:
+        print(f"ccpo bench: {e}", file=sys.stderr)
+        return 2
+    out = run_suite(bc)
+    print((out / "table.md").read_text())
+    print(f"results: {out}  (table.md, curves.png, credit.png, results.json)")
+    return 0
+
+
+COMMANDS = {"train": _train, "eval": _eval, "bench": _bench, "demo": _demo}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -368,3 +368,20 @@ def evaluate_run(run_dir: str | os.PathLike, split: str = "eval", size: int | No
     out = {k.replace("eval/", f"{split}/", 1): v for k, v in m.items()}
     (run_dir / f"eval_{split}_{ckpt.name}.json").write_text(json.dumps(out, indent=2))
     return out
+
+
+def evaluate_untrained(cfg: TrainConfig, policy: Any) -> dict[str, float]:
+    """Greedy held-out metrics of the untrained team (every role on the bare base model), reasoner-alone included."""
+    cfg.validate()
+    src_kw = {"path": cfg.task_path} if cfg.task_path else {}
+    if cfg.task_path is None and cfg.task not in ("gsm8k", "hendrycks_math", "math500", "logiqa"):
+        src_kw["modes"] = cfg.extract_modes
+    eval_src = resolve_source(cfg.task, split=cfg.eval_split, seed=cfg.seed, size=cfg.eval_size, **src_kw)
+    envs = [make(cfg.env, api="aec", source=eval_src, **env_kwargs(cfg, True)) for _ in range(min(cfg.eval_size, 32))]
+    saved = dict(policy.adapters)
+    try:
+        for r in team_agents(cfg):
+            policy.adapters[r] = None  # no adapter: the base model
+        return evaluate(policy, envs, eval_src, cfg.eval_size, cfg)
+    finally:
+        policy.adapters.update(saved)

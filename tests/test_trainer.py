@@ -205,3 +205,27 @@ def test_killed_run_resumes_exactly(tiny_model, tmp_path):
         x = _adapter(tmp_path / "full" / "checkpoints" / "step_000004" / "adapters" / role)
         y = _adapter(run / "checkpoints" / "step_000004" / "adapters" / role)
         assert all(torch.equal(x[k], y[k]) for k in x)
+
+
+@pytest.mark.slow
+def test_bench_suite_writes_table_plots_and_report(tiny_model, vllm_engine, tmp_path):
+    from benchmarks.suite import BenchConfig, report, run_suite
+
+    bc = BenchConfig(preset="smoke", out_dir=str(tmp_path), model=tiny_model, ablations=("no_history",),
+                     extra={"task": "parity_stub", "mask_truncated": False, "progress": False})
+    out = run_suite(bc, policy=vllm_engine)
+    res = json.loads((out / "results.json").read_text())
+    assert {(r["label"], r["env"]) for r in res["runs"]} == {
+        (a, e) for a in ("ccpo", "grpo", "ccpo[no_history]") for e in ("dyad_v0", "vote_v0")}
+    assert len(res["references"]) == 2
+    table_md = (out / "table.md").read_text()
+    assert "untrained team" in table_md and "ccpo[no_history]" in table_md
+    assert (out / "curves.png").stat().st_size > 1000 and (out / "credit.png").stat().st_size > 1000
+    out2 = run_suite(BenchConfig(preset="smoke", out_dir=str(tmp_path), model=tiny_model, envs=("vote_v0",),
+                                 algos=("grpo",), extra={"task": "parity_stub", "progress": False}),
+                     policy=vllm_engine)
+    assert out2 != out and out.exists()  # a new folder, the earlier run untouched
+    rep = report(out, out2)
+    assert "grpo" in rep and out.name in rep
+    with pytest.raises(ValueError, match="unknown ablation"):
+        BenchConfig(ablations=("nope",)).runs()

@@ -1,0 +1,262 @@
+"""``ccpo bench``: CCPO vs shared-reward GRPO vs MAPPO on the dyad and the vote, with references and ablations.
+
+One vLLM engine serves every run (one adapter per agent role), so the suite pays engine start-up once. Results land
+in a new folder per invocation (``results/bench-<time>``), never overwriting an earlier one:
+
+* ``results.json`` - every run's config and final held-out metrics, and the references;
+* ``table.md``     - accuracy mean ± spread over seeds, contribution rate, tokens, wall time;
+* ``curves.png``   - training accuracy per step and held-out accuracy, per algorithm and topology;
+* ``credit.png``   - per-agent credit (mean shaped reward) per step;
+* ``runs/``        - each run's own folder (metrics.jsonl, checkpoints, TensorBoard).
+
+``ccpo bench report A B`` puts two result folders side by side.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+#: Suite presets. ``train`` holds TrainConfig overrides shared by every run.
+BENCH_PRESETS: dict[str, dict[str, Any]] = {
+    # The README's main job: CPU, embedded SmolLM2-135M, < 30 minutes on 2 cores.
+    "default": dict(algos=("ccpo", "grpo", "mappo"), envs=("dyad_v0", "vote_v0"), seeds=(0,),
+                    train=dict(steps=12, prompts_per_step=4, group_size=4, eval_size=48, eval_every=6)),
+    # Three seeds of everything.
+    "full": dict(algos=("ccpo", "grpo", "mappo"), envs=("dyad_v0", "vote_v0"), seeds=(0, 1, 2),
+                 train=dict(steps=30, prompts_per_step=8, group_size=4, eval_size=64, eval_every=10)),
+    # Longer CPU runs.
+    "long": dict(algos=("ccpo", "grpo", "mappo"), envs=("dyad_v0", "vote_v0"), seeds=(0, 1, 2),
+                 train=dict(steps=100, prompts_per_step=8, group_size=4, eval_size=128, eval_every=10)),
+    # Tiny random model, for tests of the suite itself.
+    "smoke": dict(algos=("ccpo", "grpo"), envs=("dyad_v0", "vote_v0"), seeds=(0,),
+                  train=dict(steps=2, prompts_per_step=2, group_size=2, eval_size=4, eval_every=0,
+                             max_tokens=12, max_model_len=768, lora_r=8, lora_alpha=16, checkpoint_every=0)),
+}
+
+#: Ablations, one flag each: name -> (algorithm override, TrainConfig overrides).
+ABLATIONS: dict[str, tuple[str | None, dict[str, Any]]] = {
+    "no_history": ("ccpo_no_history", {}),
+    "no_gate": ("ccpo_no_gate", {}),
+    "simultaneous": (None, {"schedule": "simultaneous"}),
+    "G2": (None, {"group_size": 2}),
+    "G8": (None, {"group_size": 8}),
+    "alpha0.5": (None, {"alpha": 0.5}),
+    "alpha2": (None, {"alpha": 2.0}),
+    "eta0.5": (None, {"eta": 0.5}),
+    "eta2": (None, {"eta": 2.0}),
+}
+
+
+@dataclass
+class BenchConfig:
+    """What ``ccpo bench`` runs."""
+
+    preset: str = "default"
+    """Suite preset: default (CPU, < 30 min), full (3 seeds), long, smoke."""
+    out_dir: str = "results"
+    """Parent folder; each invocation writes a new ``bench-<time>`` folder in it."""
+    model: str = "embedded"
+    """Base model (``embedded`` = SmolLM2-135M-Instruct from the wheel)."""
+    train_preset: str = "cpu"
+    """TrainConfig preset every run starts from (see ``ccpo train --help``)."""
+    ablations: tuple[str, ...] = ()
+    """Ablations of CCPO to add (each one flag): no_history, no_gate, simultaneous, G2, G8, alpha0.5, alpha2, eta0.5, eta2."""
+    algos: tuple[str, ...] | None = None
+    """Override the preset's algorithms."""
+    envs: tuple[str, ...] | None = None
+    """Override the preset's topologies."""
+    seeds: tuple[int, ...] | None = None
+    """Override the preset's seeds."""
+    steps: int | None = None
+    """Override the steps of every run."""
+    extra: dict[str, Any] = field(default_factory=dict)
+    """More TrainConfig overrides for every run (programmatic use)."""
+
+    def runs(self) -> list[tuple[str, str, int, str, dict[str, Any]]]:
+        """``(label, env, seed, algo, overrides)`` of every training run."""
+        if self.preset not in BENCH_PRESETS:
+            raise ValueError(f"unknown bench preset {self.preset!r}; choose from {sorted(BENCH_PRESETS)}")
+        unknown = [a for a in self.ablations if a not in ABLATIONS]
+        if unknown:
+            raise ValueError(f"unknown ablation(s) {unknown}; choose from {sorted(ABLATIONS)}")
+        p = BENCH_PRESETS[self.preset]
+        out = []
+        for env in self.envs or p["envs"]:
+            for seed in self.seeds or p["seeds"]:
+                for algo in self.algos or p["algos"]:
+                    out.append((algo, env, seed, algo, {}))
+                for ab in self.ablations:
+                    algo, kw = ABLATIONS[ab]
+                    out.append((f"ccpo[{ab}]", env, seed, algo or "ccpo", kw))
+        return out
+
+
+def _train_config(bc: BenchConfig, env: str, seed: int, algo: str, kw: dict[str, Any], runs_dir: Path, label: str):
+    from ccpo_algos.config import preset
+
+    base = dict(BENCH_PRESETS[bc.preset]["train"])
+    if bc.steps is not None:
+        base["steps"] = bc.steps
+    over = {**base, **bc.extra, **kw, "model": bc.model, "env": env, "seed": seed, "algo": algo,
+            "out_dir": str(runs_dir), "name": f"{label.replace('[', '-').replace(']', '')}_{env}_s{seed}",
+            "counterfactual_metrics": True, "tensorboard": True}
+    return preset(bc.train_preset, **over).validate()
+
+
+def _final(rows: list[dict[str, float]]) -> dict[str, float]:
+    last = [r for r in rows if any(k.startswith("eval/") for k in r)][-1]
+    out = {k: v for k, v in last.items() if k.startswith("eval/")}
+    out["tokens"] = sum(r.get("perf/tokens_generated", 0.0) for r in rows)
+    out["seconds"] = sum(r.get("perf/seconds_rollout", 0) + r.get("perf/seconds_update", 0)
+                         + r.get("perf/seconds_sync", 0) + r.get("perf/seconds_eval", 0) for r in rows)
+    return out
+
+
+def run_suite(bc: BenchConfig, policy: Any | None = None) -> Path:
+    """Run the suite; returns its result folder."""
+    from tqdm import tqdm
+
+    from ccpo_agents.models import resolve_model
+    from ccpo_algos.trainer import evaluate_untrained, read_metrics, train
+
+    plan = bc.runs()  # validates before anything heavy happens
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    out = Path(bc.out_dir) / f"bench-{stamp}"
+    k = 0
+    while out.exists():
+        k += 1
+        out = Path(bc.out_dir) / f"bench-{stamp}-{k}"
+    (out / "runs").mkdir(parents=True)
+    cfgs = [(label, env, seed, _train_config(bc, env, seed, algo, kw, out / "runs", label))
+            for label, env, seed, algo, kw in plan]
+    model_path = resolve_model(bc.model)
+    if policy is None:
+        from ccpo_agents.vllm_backend import VLLMPolicy
+
+        c0 = cfgs[0][3]
+        roles = ["thinker_0", "reasoner_0"] + [f"voter_{i}" for i in range(c0.n_voters)]
+        from ccpo_algos.trainer import role_prompts
+
+        policy = VLLMPolicy(model_path, roles, max_model_len=c0.max_model_len, max_lora_rank=c0.lora_r,
+                            seed=c0.seed, role_prompts=role_prompts(c0))
+    results: dict[str, Any] = {"config": dataclasses.asdict(bc), "runs": [], "references": []}
+    t_start = time.perf_counter()
+    envs_seen = []
+    for label, env, seed, cfg in cfgs:
+        if (env, seed) not in envs_seen:  # references: the untrained team (and the reasoner alone, in its infos)
+            envs_seen.append((env, seed))
+            t0 = time.perf_counter()
+            ref = evaluate_untrained(cfg, policy)
+            results["references"].append({"label": "untrained", "env": env, "seed": seed, "metrics": ref,
+                                          "seconds": time.perf_counter() - t0})
+    bar = tqdm(cfgs, desc="bench", unit="run")
+    for label, env, seed, cfg in bar:
+        bar.set_postfix(run=f"{label}/{env}/s{seed}")
+        run_dir = train(cfg, policy=policy)
+        rows = read_metrics(run_dir)
+        results["runs"].append({"label": label, "env": env, "seed": seed, "run_dir": str(run_dir),
+                                "config": cfg.to_dict(), "final": _final(rows)})
+        (out / "results.json").write_text(json.dumps(results, indent=1))
+    results["wall_seconds"] = time.perf_counter() - t_start
+    (out / "results.json").write_text(json.dumps(results, indent=1))
+    (out / "table.md").write_text(table(results))
+    plot(results, out)
+    return out
+
+
+def _agg(values: list[float]) -> str:
+    import statistics
+
+    if not values:
+        return "–"
+    if len(values) == 1:
+        return f"{values[0]:.3f}"
+    return f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}"
+
+
+def table(results: dict[str, Any]) -> str:
+    """Markdown table: held-out accuracy (mean ± std over seeds), contribution rate, tokens, wall time."""
+    lines = ["| env | method | seeds | held-out accuracy | reasoner/voter alone | contribution rate | tokens | "
+             "wall s |", "|---|---|---|---|---|---|---|---|"]
+    for ref in results["references"]:
+        m = ref["metrics"]
+        alone = m.get("eval/charts/accuracy_without_thinker_0")
+        lines.append(f"| {ref['env']} | untrained team | {ref['seed']} | {m['eval/charts/accuracy_joint']:.3f} | "
+                     f"{'' if alone is None else f'{alone:.3f}'} | | | {ref['seconds']:.0f} |")
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in results["runs"]:
+        groups.setdefault((r["env"], r["label"]), []).append(r)
+    for (env, label), runs in groups.items():
+        finals = [r["final"] for r in runs]
+        acc = [f["eval/charts/accuracy_joint"] for f in finals]
+        alone = [f["eval/charts/accuracy_without_thinker_0"] for f in finals
+                 if "eval/charts/accuracy_without_thinker_0" in f]
+        contrib = [v for f in finals for k, v in f.items() if k.startswith("eval/credit/contribution_rate_")]
+        lines.append(f"| {env} | {label} | {len(runs)} | {_agg(acc)} | {_agg(alone)} | {_agg(contrib)} | "
+                     f"{sum(f['tokens'] for f in finals) / len(finals):.0f} | "
+                     f"{sum(f['seconds'] for f in finals) / len(finals):.0f} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(results: dict[str, Any], out: Path) -> None:
+    """``curves.png`` (train/eval accuracy per step) and ``credit.png`` (per-agent mean credit per step)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ccpo_algos.trainer import read_metrics
+
+    envs = sorted({r["env"] for r in results["runs"]})
+    fig, axes = plt.subplots(1, len(envs), figsize=(6 * len(envs), 4), squeeze=False)
+    fig2, axes2 = plt.subplots(1, len(envs), figsize=(6 * len(envs), 4), squeeze=False)
+    for j, env in enumerate(envs):
+        ax, ax2 = axes[0, j], axes2[0, j]
+        for r in [r for r in results["runs"] if r["env"] == env]:
+            rows = read_metrics(r["run_dir"])
+            steps = [x["step"] for x in rows]
+            line, = ax.plot(steps, [x["charts/accuracy_joint"] for x in rows], alpha=0.6,
+                            label=f"{r['label']} s{r['seed']} (train)")
+            ev = [(x["step"], x["eval/charts/accuracy_joint"]) for x in rows if "eval/charts/accuracy_joint" in x]
+            if ev:
+                ax.plot(*zip(*ev), "o--", color=line.get_color(), label=f"{r['label']} s{r['seed']} (held-out)")
+            for k in sorted({k for x in rows for k in x if k.startswith("credit/reward_mean_")}):
+                ax2.plot(steps, [x.get(k, float("nan")) for x in rows],
+                         label=f"{r['label']} s{r['seed']} {k.rsplit('_', 2)[-2]}_{k.rsplit('_', 1)[-1]}")
+        for ref in [x for x in results["references"] if x["env"] == env]:
+            ax.axhline(ref["metrics"]["eval/charts/accuracy_joint"], color="gray", ls=":", label="untrained team")
+        ax.set(title=f"{env}: team accuracy", xlabel="step", ylabel="accuracy")
+        ax2.set(title=f"{env}: per-agent credit (mean shaped reward)", xlabel="step", ylabel="credit")
+        ax.legend(fontsize=6)
+        ax2.legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(out / "curves.png", dpi=110)
+    fig2.tight_layout()
+    fig2.savefig(out / "credit.png", dpi=110)
+    plt.close(fig)
+    plt.close(fig2)
+
+
+def report(a: str | Path, b: str | Path) -> str:
+    """Side-by-side held-out accuracy of two result folders (same env and method rows)."""
+    ra = json.loads(Path(a, "results.json").read_text())
+    rb = json.loads(Path(b, "results.json").read_text())
+
+    def acc(res: dict[str, Any]) -> dict[tuple[str, str], list[float]]:
+        d: dict[tuple[str, str], list[float]] = {}
+        for r in res["runs"]:
+            d.setdefault((r["env"], r["label"]), []).append(r["final"]["eval/charts/accuracy_joint"])
+        for r in res["references"]:
+            d.setdefault((r["env"], "untrained team"), []).append(r["metrics"]["eval/charts/accuracy_joint"])
+        return d
+
+    da, db = acc(ra), acc(rb)
+    lines = [f"| env | method | {Path(a).name} | {Path(b).name} |", "|---|---|---|---|"]
+    for key in sorted(set(da) | set(db)):
+        lines.append(f"| {key[0]} | {key[1]} | {_agg(da.get(key, []))} | {_agg(db.get(key, []))} |")
+    return "\n".join(lines) + "\n"
