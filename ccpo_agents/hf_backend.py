@@ -102,6 +102,11 @@ class HFTeam:
             raise KeyError(f"no adapter named {role!r}")
         return params
 
+    def is_identity(self, role: str) -> bool:
+        """Whether ``role``'s adapter is still the identity (every ``lora_B`` exactly zero, as at init)."""
+        return all(not p.detach().any() for n, p in self.model.named_parameters()
+                   if "lora_B" in n and f".{role}." in n)
+
     def use(self, role: str) -> None:
         """Route forward passes through ``role``'s adapter (peft makes only that adapter trainable)."""
         self.model.set_adapter(role)

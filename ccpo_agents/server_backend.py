@@ -192,6 +192,10 @@ class ServerPolicy:
                 self._call(e, "/v1/unload_lora_adapter", {"lora_name": old})
         return name
 
+    def use_base(self, role: str) -> None:
+        """Serve ``role`` from the base model (the adapter stays loaded on the server until replaced)."""
+        self.adapters[role] = None
+
     def _one(self, i: int, req: Request, ids: list[int], sampling: SamplingConfig) -> list[Completion]:
         room = self.max_model_len - len(ids)
         if room < 1:

@@ -84,6 +84,12 @@ class VLLMPolicy:
             self.llm.llm_engine.remove_lora(old.lora_int_id)
         return lora_id
 
+    def use_base(self, role: str) -> None:
+        """Serve ``role`` from the bare base model (no adapter) and release its adapter."""
+        old, self.adapters[role] = self.adapters.get(role), None
+        if old is not None:
+            self.llm.llm_engine.remove_lora(old.lora_int_id)
+
     # ---------------------------------------------------------------------------------------------- generation
     def generate(self, requests: Sequence[Request], sampling: SamplingConfig) -> list[list[Completion]]:
         from vllm import SamplingParams, TokensPrompt

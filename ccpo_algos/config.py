@@ -187,10 +187,16 @@ class TrainConfig:
 
 #: Named presets: overrides of the defaults above. ``ccpo train --preset NAME [--field value ...]``.
 PRESETS: dict[str, dict[str, Any]] = {
-    # Embedded default on a laptop CPU (SmolLM2-135M-Instruct, 1-2 digit +/-): a few minutes per 20 steps.
-    "cpu": dict(task="arith_easy", model="embedded", prompts_per_step=8, group_size=4, max_tokens=96,
-                max_model_len=1024, lr=2e-4, warmup_steps=2, lora_r=16, lora_alpha=32, steps=40, eval_every=10,
-                eval_size=64, switch_every=5, extract_modes=("boxed", "hash", "answer_is", "last_number")),
+    # Embedded default on a laptop CPU (SmolLM2-135M-Instruct, 1-2 digit +/-). SPEC's role prompts ask for long
+    # step-by-step answers that a 48-token budget truncates (truncated turns score 0), so this preset uses short
+    # prompts; the lenient last-number fallback gives the weak model a reachable reward.
+    "cpu": dict(task="arith_easy", model="embedded", prompts_per_step=4, group_size=4, max_tokens=48,
+                max_model_len=1024, lr=2e-4, warmup_steps=2, lora_r=16, lora_alpha=32, steps=20, eval_every=10,
+                eval_size=32, switch_every=3, extract_modes=("boxed", "hash", "answer_is", "last_number"),
+                thinker_prompt=("You are a math tutor. In one short sentence, tell a weaker student how to compute "
+                                "the result. Do not give the answer."),
+                solver_prompt=("Solve the problem. Be brief: write the calculation, then the final answer as "
+                               "\\boxed{answer}.")),
     # Plumbing check on a tiny random model (tests use this with model=<tiny dir>).
     "smoke": dict(task="arith_easy", prompts_per_step=2, group_size=2, max_tokens=16, max_model_len=768,
                   steps=2, eval_every=0, eval_size=4, lora_r=8, lora_alpha=16, warmup_steps=1,
