@@ -28,6 +28,9 @@ class TrainConfig:
     resume: str | None = None
     """Resume from this run folder (its latest checkpoint); continues writing into it."""
 
+    plugins: tuple[str, ...] = ()
+    """Python modules to import first; they may register task sources (``register_source``) and envs."""
+
     # --- team and tasks
     env: str = "dyad_v0"
     """Topology: ``dyad_v0`` (thinker -> reasoner) or ``vote_v0`` (N voters)."""

@@ -22,7 +22,8 @@ from ccpo_algos.advantage import AdvantageConfig
 from ccpo_algos.algorithms import ALGORITHMS
 from ccpo_algos.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from ccpo_algos.config import TrainConfig
-from ccpo_algos.credit import CreditConfig, EmaState
+from ccpo_algos.credit import CreditBatch, CreditConfig, EmaState
+from ccpo_algos.distributed import SINGLE, DistContext
 from ccpo_algos.loss import LossConfig, policy_loss, value_loss
 from ccpo_algos.metrics import rollout_metrics
 from ccpo_algos.rollout import RolloutBatch, collect, team_layout
@@ -116,8 +117,10 @@ def _warmup(opt: torch.optim.Optimizer, steps: int) -> torch.optim.lr_scheduler.
 
 
 def update_role(team: HFTeam, role: str, opt: torch.optim.Optimizer, sched: Any, turns: list[Completion],
-                adv: torch.Tensor, cfg: TrainConfig, loss_cfg: LossConfig) -> dict[str, float]:
-    """One optimiser step of ``role`` on its turns with per-turn advantages ``adv (E,)``."""
+                adv: torch.Tensor, cfg: TrainConfig, loss_cfg: LossConfig, ctx: DistContext = SINGLE
+                ) -> dict[str, float]:
+    """One optimiser step of ``role`` on its turns with per-turn advantages ``adv (E,)`` (gradients averaged over
+    data-parallel ranks)."""
     keep = [e for e, c in enumerate(turns) if c.completion_ids]  # a prompt that did not fit produced nothing
     opt.zero_grad(set_to_none=True)
     stats = {"loss": 0.0, "ratio": 0.0, "kl": 0.0}
@@ -139,7 +142,9 @@ def update_role(team: HFTeam, role: str, opt: torch.optim.Optimizer, sched: Any,
             stats["ratio"] += m["policy/ratio_mean"] * weight
             stats["kl"] += m.get("policy/kl", 0.0) * weight
     params = team.trainable_parameters(role)
-    grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip) if keep else torch.tensor(0.0)
+    ctx.average_grads(params)
+    grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip) if any(p.grad is not None for p in params) \
+        else torch.tensor(0.0)
     opt.step()
     sched.step()
     return {f"losses/policy_{role}": stats["loss"], f"policy/ratio_{role}": stats["ratio"],
@@ -234,11 +239,28 @@ def train(cfg: TrainConfig, policy: Any | None = None) -> Path:
             adapters for the team's agents.
     """
     cfg.validate()
+    import importlib
+
+    for mod in cfg.plugins:  # user modules that register task sources or envs
+        importlib.import_module(mod)
     algo = ALGORITHMS[cfg.algo]
-    run_dir = Path(cfg.resume) if cfg.resume else new_run_dir(cfg)
-    if cfg.resume and not (run_dir / "config.json").exists():
-        raise FileNotFoundError(f"resume={cfg.resume!r} is not a run folder (no config.json)")
-    (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+    ctx = DistContext.from_env()
+    if cfg.prompts_per_step % ctx.world:
+        raise ValueError(f"bad config: prompts_per_step={cfg.prompts_per_step} must be divisible by the "
+                         f"{ctx.world} data-parallel ranks")
+    if cfg.resume:
+        run_dir = Path(cfg.resume)
+        if not (run_dir / "config.json").exists():
+            raise FileNotFoundError(f"resume={cfg.resume!r} is not a run folder (no config.json)")
+    elif ctx.world == 1:
+        run_dir = new_run_dir(cfg)
+    else:  # every rank must agree on the folder: rank 0 picks it
+        picked = [str(new_run_dir(cfg)) if ctx.main else None]
+        torch.distributed.broadcast_object_list(picked, src=0)
+        run_dir = Path(picked[0])
+    if ctx.main:
+        (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+    adapters_dir = run_dir if ctx.main else run_dir / f"rank{ctx.rank}"
 
     # --- SETUP: tasks and envs (E = B·G training envs, one per episode)
     src_kw = {"path": cfg.task_path} if cfg.task_path else {}
@@ -246,7 +268,7 @@ def train(cfg: TrainConfig, policy: Any | None = None) -> Path:
         src_kw["modes"] = cfg.extract_modes
     train_src = resolve_source(cfg.task, split="train", seed=cfg.seed, size=cfg.train_size, **src_kw)
     eval_src = resolve_source(cfg.task, split=cfg.eval_split, seed=cfg.seed, size=cfg.eval_size, **src_kw)
-    E = cfg.prompts_per_step * cfg.group_size
+    E = cfg.prompts_per_step // ctx.world * cfg.group_size  # this rank's episodes
     counterfactual = algo.needs_counterfactual or cfg.counterfactual_metrics
     envs = [make(cfg.env, api="aec", source=train_src, **env_kwargs(cfg, counterfactual)) for _ in range(E)]
     eval_envs = [make(cfg.env, api="aec", source=eval_src, **env_kwargs(cfg, True))
@@ -277,10 +299,10 @@ def train(cfg: TrainConfig, policy: Any | None = None) -> Path:
         credit_state = EmaState.from_state_dict(st["credit_state"]) if st["credit_state"] else None
     policy = policy if policy is not None else build_policy(cfg, model_path, agents)
     for r in agents:  # the engine serves exactly the trainer's adapters from the first rollout on
-        sync(policy, team, r, run_dir)
-    logger = RunLogger(run_dir, cfg, start)
+        sync(policy, team, r, adapters_dir)
+    logger = RunLogger(run_dir, cfg, start) if ctx.main else None
     bar = None
-    if cfg.progress:
+    if cfg.progress and ctx.main:
         from tqdm import tqdm
 
         bar = tqdm(total=cfg.steps, initial=start, desc=f"{cfg.algo}/{cfg.env}", unit="step")
@@ -289,13 +311,18 @@ def train(cfg: TrainConfig, policy: Any | None = None) -> Path:
         metrics: dict[str, float] = {}
         # ROLLOUT
         t0 = time.perf_counter()
-        tasks = [train_src[i] for i in batch_indices(cfg.seed, step, cfg.prompts_per_step, len(train_src))]
-        rb = collect(envs, tasks, cfg.group_size, policy, sampling, seed=hash((cfg.seed, step)) & 0x7FFFFFFF)
+        tasks = ctx.shard([train_src[i] for i in batch_indices(cfg.seed, step, cfg.prompts_per_step, len(train_src))])
+        rb = collect(envs, tasks, cfg.group_size, policy, sampling,
+                     seed=hash((cfg.seed, step, ctx.rank)) & 0x7FFFFFFF)
         metrics["perf/seconds_rollout"] = time.perf_counter() - t0
         metrics["perf/tokens_generated"] = float(rb.tokens_generated())
 
-        # CREDIT
-        rewards, credit_state = algo.credit(rb.credit_batch(gate), credit_state, credit_cfg)  # (E, A)
+        # CREDIT (over the global batch: CCPO's running statistics are batch-global)
+        local = rb.credit_batch(gate)
+        global_batch = CreditBatch(ctx.gather_rows(local.team_reward), ctx.gather_rows(local.removed_reward),
+                                   ctx.gather_rows(local.finished), gate)
+        rewards, credit_state = algo.credit(global_batch, credit_state, credit_cfg)  # (world·E, A)
+        rewards = rewards[ctx.rank * E:(ctx.rank + 1) * E]  # (E, A) this rank's episodes
 
         # ADVANTAGE
         t0 = time.perf_counter()
@@ -311,13 +338,14 @@ def train(cfg: TrainConfig, policy: Any | None = None) -> Path:
         for r in trained:
             j = agents.index(r)
             metrics.update(update_role(team, r, optimizers[r], schedulers[r], [t[r] for t in rb.turns],
-                                       adv[:, j], cfg, loss_cfg))
+                                       adv[:, j], cfg, loss_cfg, ctx))
         if algo.needs_critic:
             first = [int((stage == s).nonzero()[0]) for s in range(stage_values.shape[1])]
             target = returns[:, first].to(torch.float32)
             vl = value_loss(stage_values, stage_values.detach(), target, cfg.value_clip)
             optimizers[CRITIC].zero_grad(set_to_none=True)
             vl.backward()
+            ctx.average_grads(team.trainable_parameters(CRITIC))
             metrics["grad_norm/critic"] = float(torch.nn.utils.clip_grad_norm_(
                 team.trainable_parameters(CRITIC), cfg.grad_clip))
             optimizers[CRITIC].step()
@@ -328,25 +356,32 @@ def train(cfg: TrainConfig, policy: Any | None = None) -> Path:
         # SYNC
         t0 = time.perf_counter()
         for r in trained:
-            sync(policy, team, r, run_dir)
+            sync(policy, team, r, adapters_dir)
         metrics["perf/seconds_sync"] = time.perf_counter() - t0
 
         # LOG
-        metrics.update(rollout_metrics(rb, rewards))
+        metrics.update(rollout_metrics(rb, rewards))  # this rank's share of the batch
+        metrics["charts/accuracy_joint_global"] = global_batch.team_reward.float().mean().item()
         metrics["charts/trained_" + "_".join(trained)] = 1.0
-        if cfg.eval_every and step % cfg.eval_every == 0 or step == cfg.steps:
+        if ctx.main and (cfg.eval_every and step % cfg.eval_every == 0 or step == cfg.steps):
             t0 = time.perf_counter()
             metrics.update(evaluate(policy, eval_envs, eval_src, cfg.eval_size, cfg))
             metrics["perf/seconds_eval"] = time.perf_counter() - t0
-        logger.log(step, metrics)
+        if logger is not None:
+            logger.log(step, metrics)
         if bar is not None:
             bar.update(1)
             bar.set_postfix(acc=f"{metrics['charts/accuracy_joint']:.2f}",
                             eval=f"{metrics.get('eval/charts/accuracy_joint', float('nan')):.2f}")
-        if (cfg.checkpoint_every and step % cfg.checkpoint_every == 0) or step == cfg.steps:
+        if ctx.main and ((cfg.checkpoint_every and step % cfg.checkpoint_every == 0) or step == cfg.steps):
             save_checkpoint(run_dir, step, team, optimizers, schedulers, credit_state)
+        ctx.barrier()
 
-    logger.close()
+    if not ctx.main:  # the other ranks leave their final adapters for inspection
+        for r in agents:
+            team.save_adapter(r, adapters_dir / "final" / r)
+    if logger is not None:
+        logger.close()
     if bar is not None:
         bar.close()
     return run_dir

@@ -185,8 +185,11 @@ def _grpo_loop(rewards, groups, scale_std=True, eps=1e-6):
     return out
 
 
+# Rewards on a grid of quarters: shifts and power-of-two scales are then exact in floating point, so the
+# invariances can be checked tightly (an arbitrary float like 1e-133 vanishes when shifted by 1).
+quarter = st.integers(-20, 20).map(lambda k: k / 4)
 rewards_st = st.integers(1, 12).flatmap(lambda e: st.tuples(
-    st.lists(st.lists(st.floats(-5, 5), min_size=2, max_size=2), min_size=e, max_size=e),
+    st.lists(st.lists(quarter, min_size=2, max_size=2), min_size=e, max_size=e),
     st.lists(st.integers(0, 3), min_size=e, max_size=e)))
 
 
@@ -201,7 +204,7 @@ def test_grpo_equals_loop_reference_and_has_zero_group_mean(data, scale):
         assert abs(adv[idx].sum(0)).max() < 1e-6
 
 
-@given(rewards_st, st.floats(-10, 10), st.floats(0.1, 10))
+@given(rewards_st, quarter, st.sampled_from([0.25, 0.5, 2.0, 4.0, 8.0]))
 def test_grpo_shift_and_scale_invariance(data, shift, scale):
     r, g = data
     rt, gt = torch.tensor(r, dtype=torch.float64), torch.tensor(g)
