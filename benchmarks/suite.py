@@ -200,7 +200,30 @@ def table(results: dict[str, Any]) -> str:
         lines.append(f"| {env} | {label} | {len(runs)} | {_agg(acc)} | {_agg(alone)} | {_agg(contrib)} | "
                      f"{sum(f['tokens'] for f in finals) / len(finals):.0f} | "
                      f"{sum(f['seconds'] for f in finals) / len(finals):.0f} |")
+    ratios = step_time_ratios(results)
+    if ratios:
+        lines += ["", "Training step time (rollout + update + sync, mean over steps and seeds), CCPO over shared-reward "
+                  "GRPO, measured in this run:", ""]
+        lines += [f"- {env}: {r:.2f}x" for env, r in ratios.items()]
     return "\n".join(lines) + "\n"
+
+
+def step_time_ratios(results: dict[str, Any]) -> dict[str, float]:
+    """Mean training step time of ``ccpo`` over ``grpo``, per topology (from the runs' perf metrics)."""
+    from ccpo_algos.trainer import read_metrics
+
+    def step_time(label: str, env: str) -> float | None:
+        times = [r.get("perf/seconds_rollout", 0) + r.get("perf/seconds_update", 0) + r.get("perf/seconds_sync", 0)
+                 for run in results["runs"] if run["label"] == label and run["env"] == env
+                 for r in read_metrics(run["run_dir"])]
+        return sum(times) / len(times) if times else None
+
+    out = {}
+    for env in sorted({r["env"] for r in results["runs"]}):
+        c, g = step_time("ccpo", env), step_time("grpo", env)
+        if c and g:
+            out[env] = c / g
+    return out
 
 
 def plot(results: dict[str, Any], out: Path) -> None:

@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from ccpo_algos.algorithms import ALGORITHMS
