@@ -8,6 +8,8 @@ runs one forward/backward per role.
 
 from __future__ import annotations
 
+from benchmarks._report import emit
+
 import argparse
 import json
 import os
@@ -55,13 +57,7 @@ def main(argv: list[str] | None = None) -> str:
              f"| 2 LoRA adapters (r=16) on one bf16 base | {a['peak_rss_mib']:.0f} | {a['trainable_params']:,} |",
              f"| 2 full fp32 copies | {f['peak_rss_mib']:.0f} | {f['trainable_params']:,} |", "",
              f"Memory ratio (adapters / full copies): {a['peak_rss_mib'] / f['peak_rss_mib']:.2f}"]
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.out:
-        os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
-        with open(args.out, "w") as fh:
-            fh.write(text)
-    return text
+    return emit("\n".join(lines) + "\n", args.out)
 
 
 if __name__ == "__main__":

@@ -8,8 +8,9 @@ bottleneck. Usage::
 
 from __future__ import annotations
 
+from benchmarks._report import emit
+
 import argparse
-import os
 import time
 from collections.abc import Callable
 
@@ -85,13 +86,7 @@ def main(argv: list[str] | None = None) -> str:
         "| env | scripted agents | verifier | episodes/s | turns/episode |",
         "|---|---|---|---|---|",
     ] + [f"| {e} | {p_} | {v} | {x} | {t or ''} |" for e, p_, v, x, t in rows]
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.out:
-        os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
-        with open(args.out, "w") as f:
-            f.write(text)
-    return text
+    return emit("\n".join(lines) + "\n", args.out)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,8 @@ alternating repeats. Goal: the policy layer adds <= 5 % over raw vLLM.
 
 from __future__ import annotations
 
+from benchmarks._report import emit
+
 import argparse
 import os
 import statistics
@@ -79,13 +81,7 @@ def main(argv: list[str] | None = None) -> str:
         lines.append(f"| {name} | {med:.1f} | {med / base:.3f} |")
     overhead = 1 - statistics.median(rates["ccpo VLLMPolicy.generate"]) / base
     lines += ["", f"Policy-layer overhead over raw vLLM: {100 * overhead:.1f} % (goal <= 5 %)."]
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.out:
-        os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
-        with open(args.out, "w") as f:
-            f.write(text)
-    return text
+    return emit("\n".join(lines) + "\n", args.out)
 
 
 if __name__ == "__main__":

@@ -73,6 +73,14 @@ def build_policy(cfg: TrainConfig, model_path: str, roles: list[str]) -> Any:
     return ServerPolicy(endpoints, model_path, roles, cfg.max_model_len, role_prompts(cfg))
 
 
+def task_source(cfg: TrainConfig, split: str, size: int) -> Any:
+    """The run's task source for one split (extraction modes apply to generated and math tasks)."""
+    kw: dict[str, Any] = {"path": cfg.task_path} if cfg.task_path else {}
+    if cfg.task_path is None and cfg.task not in ("gsm8k", "hendrycks_math", "math500", "logiqa"):
+        kw["modes"] = cfg.extract_modes
+    return resolve_source(cfg.task, split=split, seed=cfg.seed, size=size, **kw)
+
+
 def batch_indices(seed: int, step: int, batch: int, n: int) -> list[int]:
     """Task indices of ``step`` (1-based): epochs of seeded permutations, a pure function of the step."""
     out = []
@@ -263,11 +271,8 @@ def train(cfg: TrainConfig, policy: Any | None = None) -> Path:
     adapters_dir = run_dir if ctx.main else run_dir / f"rank{ctx.rank}"
 
     # --- SETUP: tasks and envs (E = B·G training envs, one per episode)
-    src_kw = {"path": cfg.task_path} if cfg.task_path else {}
-    if cfg.task_path is None and cfg.task not in ("gsm8k", "hendrycks_math", "math500", "logiqa"):
-        src_kw["modes"] = cfg.extract_modes
-    train_src = resolve_source(cfg.task, split="train", seed=cfg.seed, size=cfg.train_size, **src_kw)
-    eval_src = resolve_source(cfg.task, split=cfg.eval_split, seed=cfg.seed, size=cfg.eval_size, **src_kw)
+    train_src = task_source(cfg, "train", cfg.train_size)
+    eval_src = task_source(cfg, cfg.eval_split, cfg.eval_size)
     E = cfg.prompts_per_step // ctx.world * cfg.group_size  # this rank's episodes
     counterfactual = algo.needs_counterfactual or cfg.counterfactual_metrics
     envs = [make(cfg.env, api="aec", source=train_src, **env_kwargs(cfg, counterfactual)) for _ in range(E)]
@@ -404,9 +409,8 @@ def evaluate_run(run_dir: str | os.PathLike, split: str = "eval", size: int | No
     if ckpt is None:
         raise FileNotFoundError(f"{run_dir} has no checkpoint yet")
     agents = team_agents(cfg)
-    src_kw = {"path": cfg.task_path} if cfg.task_path else {}
     size = size or cfg.eval_size
-    source = resolve_source(cfg.task, split=split, seed=cfg.seed, size=size, **src_kw)
+    source = task_source(cfg, split, size)
     envs = [make(cfg.env, api="aec", source=source, **env_kwargs(cfg, True)) for _ in range(min(size, 32))]
     policy = policy if policy is not None else build_policy(cfg, resolve_model(cfg.model), agents)
     for r in agents:
@@ -420,10 +424,7 @@ def evaluate_run(run_dir: str | os.PathLike, split: str = "eval", size: int | No
 def evaluate_untrained(cfg: TrainConfig, policy: Any) -> dict[str, float]:
     """Greedy held-out metrics of the untrained team (every role on the bare base model), reasoner-alone included."""
     cfg.validate()
-    src_kw = {"path": cfg.task_path} if cfg.task_path else {}
-    if cfg.task_path is None and cfg.task not in ("gsm8k", "hendrycks_math", "math500", "logiqa"):
-        src_kw["modes"] = cfg.extract_modes
-    eval_src = resolve_source(cfg.task, split=cfg.eval_split, seed=cfg.seed, size=cfg.eval_size, **src_kw)
+    eval_src = task_source(cfg, cfg.eval_split, cfg.eval_size)
     envs = [make(cfg.env, api="aec", source=eval_src, **env_kwargs(cfg, True)) for _ in range(min(cfg.eval_size, 32))]
     saved = dict(policy.adapters)
     try:
