@@ -51,6 +51,8 @@ During an episode ``infos[agent]`` holds ``task_id``, ``turn`` and ``removed`` (
 
 from __future__ import annotations
 
+import copy
+import functools
 from typing import Any
 
 import numpy as np
@@ -78,6 +80,19 @@ def sanitize(text: str, max_chars: int) -> str:
     return "".join(c if c in _CHARSET_SET else REPLACEMENT for c in text)
 
 
+@functools.lru_cache(maxsize=16)
+def _text_prototype(max_length: int) -> spaces.Text:
+    return spaces.Text(max_length=max_length, min_length=0, charset=CHARSET)
+
+
+def text_space(max_length: int) -> spaces.Text:
+    """A ``Text`` space over :data:`CHARSET` with its own RNG. Building the character tables of a 63k-character
+    charset takes ~50 ms, so each space is a shallow copy of one prototype (the tables are read-only)."""
+    space = copy.copy(_text_prototype(max_length))
+    space._np_random = None  # its own RNG, seeded on first use or by space.seed()
+    return space
+
+
 def check_action(agent: str, action: Any) -> str:
     if not isinstance(action, str):
         raise TypeError(f"{agent}: an action must be a str (the agent's message), got {type(action).__name__}")
@@ -101,11 +116,10 @@ class _TeamBase:
         self._observation_spaces = {
             a: spaces.Dict({
                 "observation": spaces.Box(0, n_turns, shape=(3,), dtype=np.int64),
-                "text": spaces.Text(max_length=max_observation_chars, min_length=0, charset=CHARSET),
+                "text": text_space(max_observation_chars),
             }) for a in self.possible_agents
         }
-        self._action_spaces = {a: spaces.Text(max_length=max_action_chars, min_length=0, charset=CHARSET)
-                               for a in self.possible_agents}
+        self._action_spaces = {a: text_space(max_action_chars) for a in self.possible_agents}
         self._np_random, _ = seeding.np_random(None)
         self.episode: Episode | None = None
 
