@@ -26,7 +26,7 @@ from ccpo_algos.credit import CreditBatch, CreditConfig, EmaState
 from ccpo_algos.distributed import SINGLE, DistContext
 from ccpo_algos.loss import LossConfig, policy_loss, value_loss
 from ccpo_algos.metrics import rollout_metrics
-from ccpo_algos.rollout import RolloutBatch, collect, team_layout
+from ccpo_algos.rollout import RolloutBatch, collect, request_seed, team_layout
 from ccpo_envs import make
 from ccpo_envs.registry import resolve_source
 
@@ -317,8 +317,7 @@ def train(cfg: TrainConfig, policy: Any | None = None) -> Path:
         # ROLLOUT
         t0 = time.perf_counter()
         tasks = ctx.shard([train_src[i] for i in batch_indices(cfg.seed, step, cfg.prompts_per_step, len(train_src))])
-        rb = collect(envs, tasks, cfg.group_size, policy, sampling,
-                     seed=hash((cfg.seed, step, ctx.rank)) & 0x7FFFFFFF)
+        rb = collect(envs, tasks, cfg.group_size, policy, sampling, seed=request_seed(cfg.seed, step, ctx.rank))
         metrics["perf/seconds_rollout"] = time.perf_counter() - t0
         metrics["perf/tokens_generated"] = float(rb.tokens_generated())
 
