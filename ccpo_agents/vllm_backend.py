@@ -12,7 +12,14 @@ from __future__ import annotations
 import os
 from typing import Any, Mapping, Sequence
 
-from ccpo_agents.policy import ChatFormatter, Completion, Request, SamplingConfig, overflow_completion
+from ccpo_agents.policy import (
+    DEFAULT_ROLE_PROMPTS,
+    ChatFormatter,
+    Completion,
+    Request,
+    SamplingConfig,
+    overflow_completion,
+)
 
 
 def on_cpu() -> bool:
@@ -60,7 +67,7 @@ class VLLMPolicy:
         self.max_model_len = max_model_len
         self.roles = list(roles)
         self.formatter = ChatFormatter(self.llm.get_tokenizer(),
-                                       dict(role_prompts) if role_prompts is not None else ChatFormatter(None).role_prompts)
+                                       dict(role_prompts if role_prompts is not None else DEFAULT_ROLE_PROMPTS))
         self.adapters: dict[str, Any] = {r: None for r in self.roles}
         self._next_id = 1
 

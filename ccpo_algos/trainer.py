@@ -81,6 +81,12 @@ def task_source(cfg: TrainConfig, split: str, size: int) -> Any:
     return resolve_source(cfg.task, split=split, seed=cfg.seed, size=size, **kw)
 
 
+def eval_env_pool(cfg: TrainConfig, source: Any, size: int) -> list[Any]:
+    """AEC envs for greedy evaluation (counterfactuals on, so reasoner-alone accuracy is reported): up to 32, reused
+    across batches of ``size`` tasks."""
+    return [make(cfg.env, api="aec", source=source, **env_kwargs(cfg, True)) for _ in range(min(size, 32))]
+
+
 def batch_indices(seed: int, step: int, batch: int, n: int) -> list[int]:
     """Task indices of ``step`` (1-based): epochs of seeded permutations, a pure function of the step."""
     out = []
@@ -276,8 +282,7 @@ def train(cfg: TrainConfig, policy: Any | None = None) -> Path:
     E = cfg.prompts_per_step // ctx.world * cfg.group_size  # this rank's episodes
     counterfactual = algo.needs_counterfactual or cfg.counterfactual_metrics
     envs = [make(cfg.env, api="aec", source=train_src, **env_kwargs(cfg, counterfactual)) for _ in range(E)]
-    eval_envs = [make(cfg.env, api="aec", source=eval_src, **env_kwargs(cfg, True))
-                 for _ in range(min(cfg.eval_size, 32))]
+    eval_envs = eval_env_pool(cfg, eval_src, cfg.eval_size)
     agents = list(envs[0].unwrapped.possible_agents)
     stage, gate = team_layout(envs[0].unwrapped.topology)
 
@@ -410,7 +415,7 @@ def evaluate_run(run_dir: str | os.PathLike, split: str = "eval", size: int | No
     agents = team_agents(cfg)
     size = size or cfg.eval_size
     source = task_source(cfg, split, size)
-    envs = [make(cfg.env, api="aec", source=source, **env_kwargs(cfg, True)) for _ in range(min(size, 32))]
+    envs = eval_env_pool(cfg, source, size)
     policy = policy if policy is not None else build_policy(cfg, resolve_model(cfg.model), agents)
     for r in agents:
         policy.load_adapter(r, ckpt / "adapters" / r)
@@ -424,7 +429,7 @@ def evaluate_untrained(cfg: TrainConfig, policy: Any) -> dict[str, float]:
     """Greedy held-out metrics of the untrained team (every role on the bare base model), reasoner-alone included."""
     cfg.validate()
     eval_src = task_source(cfg, cfg.eval_split, cfg.eval_size)
-    envs = [make(cfg.env, api="aec", source=eval_src, **env_kwargs(cfg, True)) for _ in range(min(cfg.eval_size, 32))]
+    envs = eval_env_pool(cfg, eval_src, cfg.eval_size)
     saved = dict(policy.adapters)
     try:
         for r in team_agents(cfg):

@@ -64,7 +64,7 @@ from pettingzoo.utils.wrappers import BaseWrapper
 from ccpo_envs.episode import Episode
 from ccpo_envs.sources import TaskSource, task_verifier
 from ccpo_envs.task import Task
-from ccpo_envs.topology import Topology
+from ccpo_envs.topology import Topology, turn_plan
 
 #: Characters allowed in observation text: tab, newline, CR and the Basic Multilingual Plane minus surrogates.
 CHARSET = "\t\n\r" + "".join(chr(c) for c in range(0x20, 0x10000) if not 0xD800 <= c < 0xE000)
@@ -112,7 +112,7 @@ class _TeamBase:
         self.max_message_chars, self.max_observation_chars = max_message_chars, max_observation_chars
         self.render_mode = render_mode
         self.possible_agents = list(topology.agents)
-        n_turns = len(Episode(topology, Task("", ""), source.verifier).turns)
+        n_turns = len(turn_plan(topology))
         self._observation_spaces = {
             a: spaces.Dict({
                 "observation": spaces.Box(0, n_turns, shape=(3,), dtype=np.int64),
