@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from typing import Any, Mapping, Sequence
 
+from ccpo_agents import cpu_lora
 from ccpo_agents.policy import (
     DEFAULT_ROLE_PROMPTS,
     ChatFormatter,
@@ -49,6 +50,9 @@ class VLLMPolicy:
                  dtype: str = "bfloat16", gpu_memory_utilization: float = 0.5,
                  engine_kwargs: Mapping[str, Any] | None = None):
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+        if on_cpu():  # grouped LoRA ops in every engine process (ccpo_agents/cpu_lora.py); CCPO_CPU_LORA=native: off
+            os.environ.setdefault(cpu_lora.ENV, "grouped")
+            cpu_lora.install()
         from vllm import LLM
 
         kw: dict[str, Any] = dict(model=model, dtype=dtype, max_model_len=max_model_len, seed=seed,

@@ -73,6 +73,25 @@ def test_two_roles_adapters_give_different_outputs_from_one_engine(vllm_engine, 
     assert a[0].completion_ids != b[0].completion_ids
 
 
+def test_mixed_role_batch_uses_each_roles_adapter(vllm_engine, team, tmp_path):
+    """One batch mixing two adapters and a base-served role: every completion matches its own role's policy."""
+    _perturb(team, "thinker_0", 0.3, seed=4)
+    _perturb(team, "reasoner_0", 0.3, seed=5)
+    for r in ROLES:
+        vllm_engine.load_adapter(r, team.save_adapter(r, tmp_path / r))
+    reqs = [Request(role, f"Calculate {i} + {2 * i}.") for i in range(3) for role in ("thinker_0", "reasoner_0")]
+    out = vllm_engine.generate(reqs + [Request("voter_0", "Calculate 1 + 1.")], SamplingConfig(max_tokens=16))
+    for role in ROLES:
+        cs = [o[0] for r, o in zip(reqs, out) if r.role == role]
+        with torch.no_grad():
+            lp, _ = team.token_logprobs(role, [c.prompt_ids for c in cs], [c.completion_ids for c in cs])
+        diffs = torch.cat([(lp[i, :len(c.logprobs)] - torch.tensor(c.logprobs)).abs() for i, c in enumerate(cs)])
+        assert diffs.mean().item() < LOGPROB_MEAN_TOL and diffs.max().item() < LOGPROB_MAX_TOL, (role, diffs.max())
+    with torch.no_grad():  # voter_0 has no adapter: served by the bare base
+        lp, _ = team.token_logprobs("thinker_0", [out[-1][0].prompt_ids], [out[-1][0].completion_ids], reference=True)
+    assert (lp[0, :len(out[-1][0].logprobs)] - torch.tensor(out[-1][0].logprobs)).abs().mean() < LOGPROB_MEAN_TOL
+
+
 def test_adapter_versions_are_released(vllm_engine, team, tmp_path):
     ids = []
     for i in range(3):
