@@ -110,7 +110,7 @@ def _train_config(bc: BenchConfig, env: str, seed: int, algo: str, kw: dict[str,
 
 def _final(rows: list[dict[str, float]]) -> dict[str, float]:
     last = [r for r in rows if any(k.startswith("eval/") for k in r)][-1]
-    out = {k: v for k, v in last.items() if k.startswith("eval/")}
+    out = {k: v for k, v in last.items() if k.startswith(("eval/", "eval_sampled/"))}
     out["tokens"] = sum(r.get("perf/tokens_generated", 0.0) for r in rows)
     out["seconds"] = sum(r.get("perf/seconds_rollout", 0) + r.get("perf/seconds_update", 0)
                          + r.get("perf/seconds_sync", 0) + r.get("perf/seconds_eval", 0) for r in rows)
@@ -169,37 +169,51 @@ def run_suite(bc: BenchConfig, policy: Any | None = None) -> Path:
     return out
 
 
-def _agg(values: list[float]) -> str:
+def _agg(values: list[float], signed: bool = False) -> str:
     import statistics
 
     if not values:
         return "–"
+    f = "+.3f" if signed else ".3f"
     if len(values) == 1:
-        return f"{values[0]:.3f}"
-    return f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}"
+        return format(values[0], f)
+    return f"{format(statistics.mean(values), f)} ± {statistics.stdev(values):.3f}"
+
+
+def _fmt(v: float | None) -> str:
+    return "" if v is None else f"{v:.3f}"
 
 
 def table(results: dict[str, Any]) -> str:
-    """Markdown table: held-out accuracy (mean ± std over seeds), contribution rate, tokens, wall time."""
-    lines = ["| env | method | seeds | held-out accuracy | reasoner/voter alone | contribution rate | tokens | "
-             "wall s |", "|---|---|---|---|---|---|---|---|"]
+    """Markdown table: held-out accuracy (greedy; mean ± std over seeds), its change over the untrained team of the
+    same seed, sampled held-out accuracy (if measured), reasoner/voter alone, contribution rate, tokens, wall time."""
+    greedy, sampled = "eval/charts/accuracy_joint", "eval_sampled/charts/accuracy_joint"
+    alone_key = "eval/charts/accuracy_without_thinker_0"
+    lines = ["| env | method | seeds | held-out accuracy (greedy) | vs untrained | held-out accuracy (sampled) | "
+             "reasoner alone | contribution rate | tokens | wall s |", "|---|---|---|---|---|---|---|---|---|---|"]
+    untrained: dict[tuple[str, int], dict[str, float]] = {}
     for ref in results["references"]:
         m = ref["metrics"]
-        alone = m.get("eval/charts/accuracy_without_thinker_0")
-        lines.append(f"| {ref['env']} | untrained team | {ref['seed']} | {m['eval/charts/accuracy_joint']:.3f} | "
-                     f"{'' if alone is None else f'{alone:.3f}'} | | | {ref['seconds']:.0f} |")
+        untrained[(ref["env"], ref["seed"])] = m
+        lines.append(f"| {ref['env']} | untrained team | {ref['seed']} | {m[greedy]:.3f} | | {_fmt(m.get(sampled))} | "
+                     f"{_fmt(m.get(alone_key))} | | | {ref['seconds']:.0f} |")
     groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for r in results["runs"]:
         groups.setdefault((r["env"], r["label"]), []).append(r)
     for (env, label), runs in groups.items():
         finals = [r["final"] for r in runs]
-        acc = [f["eval/charts/accuracy_joint"] for f in finals]
-        alone = [f["eval/charts/accuracy_without_thinker_0"] for f in finals
-                 if "eval/charts/accuracy_without_thinker_0" in f]
+        acc = [f[greedy] for f in finals]
+        gain = [r["final"][greedy] - untrained[(env, r["seed"])][greedy] for r in runs if (env, r["seed"]) in untrained]
+        samp = [f[sampled] for f in finals if sampled in f]
+        alone = [f[alone_key] for f in finals if alone_key in f]
         contrib = [v for f in finals for k, v in f.items() if k.startswith("eval/credit/contribution_rate_")]
-        lines.append(f"| {env} | {label} | {len(runs)} | {_agg(acc)} | {_agg(alone)} | {_agg(contrib)} | "
-                     f"{sum(f['tokens'] for f in finals) / len(finals):.0f} | "
+        lines.append(f"| {env} | {label} | {len(runs)} | {_agg(acc)} | {_agg(gain, signed=True)} | {_agg(samp)} | "
+                     f"{_agg(alone)} | {_agg(contrib)} | {sum(f['tokens'] for f in finals) / len(finals):.0f} | "
                      f"{sum(f['seconds'] for f in finals) / len(finals):.0f} |")
+    if any(sampled in r["final"] for r in results["runs"]):
+        c = results["runs"][0]["config"]
+        lines += ["", f"Sampled accuracy: mean over {c['eval_samples']} episodes per held-out task at the training "
+                  f"temperature {c['temperature']} (same seeds for every team). Greedy is the paper's metric."]
     ratios = step_time_ratios(results)
     if ratios:
         lines += ["", "Training step time (rollout + update + sync, mean over steps and seeds), CCPO over shared-reward "
@@ -248,6 +262,10 @@ def plot(results: dict[str, Any], out: Path) -> None:
             ev = [(x["step"], x["eval/charts/accuracy_joint"]) for x in rows if "eval/charts/accuracy_joint" in x]
             if ev:
                 ax.plot(*zip(*ev), "o--", color=line.get_color(), label=f"{r['label']} s{r['seed']} (held-out)")
+            ev = [(x["step"], x["eval_sampled/charts/accuracy_joint"]) for x in rows
+                  if "eval_sampled/charts/accuracy_joint" in x]
+            if ev:
+                ax.plot(*zip(*ev), "s:", color=line.get_color(), label=f"{r['label']} s{r['seed']} (held-out, sampled)")
             for k in sorted({k for x in rows for k in x if k.startswith("credit/reward_mean_")}):
                 ax2.plot(steps, [x.get(k, float("nan")) for x in rows],
                          label=f"{r['label']} s{r['seed']} {k.rsplit('_', 2)[-2]}_{k.rsplit('_', 1)[-1]}")

@@ -23,7 +23,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from ccpo_agents import cpu_lora
 from ccpo_agents.policy import ChatFormatter, Completion, Request, SamplingConfig, overflow_completion
 
 
@@ -81,11 +80,10 @@ class VLLMServer:
         if not torch.cuda.is_available():
             cmd.append("--enforce-eager")
         env = dict(os.environ, VLLM_ALLOW_RUNTIME_LORA_UPDATING="True")
-        env.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
-        from ccpo_agents.vllm_backend import on_cpu
+        from ccpo_agents.vllm_backend import cpu_engine_env, on_cpu
 
-        if on_cpu():  # faster LoRA ops in the server's processes (ccpo_agents/cpu_lora.py)
-            env.setdefault(cpu_lora.ENV, "grouped")
+        if on_cpu():
+            cpu_engine_env(env)
         log = open(self.log_path, "w")
         self.proc = subprocess.Popen(cmd + self.extra_args, stdout=log, stderr=subprocess.STDOUT, env=env,
                                      start_new_session=True)

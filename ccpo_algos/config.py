@@ -50,6 +50,9 @@ class TrainConfig:
     """Held-out tasks per evaluation."""
     eval_every: int = 10
     """Evaluate every this many steps (0: only at the end)."""
+    eval_samples: int = 0
+    """Also report held-out accuracy sampled at the training temperature, mean of this many episodes per task
+    (``eval_sampled/``; 0: greedy only). Greedy (``eval/``) stays the headline metric, as in the paper."""
     extract_modes: tuple[str, ...] = ("boxed", "hash", "answer_is")
     """Answer extraction modes, in order (add ``last_number`` for a lenient fallback)."""
     thinker_prompt: str | None = None
@@ -173,6 +176,8 @@ class TrainConfig:
             bad(f"group_size={self.group_size}: GRPO advantages need >= 2 samples per prompt")
         if self.dual_clip is not None and self.dual_clip <= 1:
             bad(f"dual_clip={self.dual_clip} must be > 1 (or None)")
+        if self.eval_samples < 0:
+            bad(f"eval_samples={self.eval_samples} must be >= 0 (0: greedy evaluation only)")
         if self.max_tokens >= self.max_model_len:
             bad(f"max_tokens={self.max_tokens} leaves no room for the prompt in max_model_len={self.max_model_len}")
         if not 0 <= self.ema_decay < 1:

@@ -176,20 +176,27 @@ def critic_prompts(team: HFTeam, rb: RolloutBatch) -> list[list[int]]:
 
 
 def evaluate(policy: Any, envs: list[Any], source: Any, size: int, cfg: TrainConfig) -> dict[str, float]:
-    """Greedy joint (and counterfactual) accuracy on the first ``size`` tasks of a held-out source."""
-    greedy = SamplingConfig(temperature=0.0, top_p=1.0, max_tokens=cfg.max_tokens)
-    infos, turns = [], []
+    """Greedy joint (and counterfactual) accuracy on the first ``size`` tasks of a held-out source (``eval/``), and,
+    with ``cfg.eval_samples = k > 0``, the mean accuracy of ``k`` episodes per task sampled at the training
+    temperature (``eval_sampled/``; fixed seeds, so every checkpoint is scored on the same random numbers)."""
     n = min(size, len(source))
-    for s in range(0, n, len(envs)):
-        tasks = [source[i] for i in range(s, min(n, s + len(envs)))]
-        rb = collect(envs, tasks, 1, policy, greedy, seed=None)
-        infos += rb.infos
-        turns += rb.turns
-    merged = RolloutBatch(list(rb.agents), [], torch.zeros(len(infos)), turns, infos, [])
-    return rollout_metrics(merged, prefix="eval/")
 
+    def run(sampling: SamplingConfig, k: int, prefix: str) -> dict[str, float]:
+        infos, turns = [], []
+        per = max(1, len(envs) // k)
+        for s in range(0, n, per):
+            tasks = [source[i] for i in range(s, min(n, s + per))]
+            rb = collect(envs, tasks, k, policy, sampling, seed=None if k == 1 else request_seed("eval", s))
+            infos += rb.infos
+            turns += rb.turns
+        merged = RolloutBatch(list(rb.agents), [], torch.zeros(len(infos)), turns, infos, [])
+        return rollout_metrics(merged, prefix=prefix)
 
-# --------------------------------------------------------------------------------------------------- logging
+    m = run(SamplingConfig(temperature=0.0, top_p=1.0, max_tokens=cfg.max_tokens), 1, "eval/")
+    if cfg.eval_samples:
+        sampled = run(SamplingConfig(cfg.temperature, cfg.top_p, cfg.max_tokens), cfg.eval_samples, "eval_sampled/")
+        m.update({k: v for k, v in sampled.items() if "/charts/" in k or "truncation" in k})
+    return m
 
 
 class RunLogger:

