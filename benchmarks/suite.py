@@ -24,8 +24,9 @@ from typing import Any
 #: Suite presets. ``train`` holds TrainConfig overrides shared by every run.
 BENCH_PRESETS: dict[str, dict[str, Any]] = {
     # The README's main job: CPU, embedded SmolLM2-135M, < 30 minutes on 2 cores.
+    # 10 steps x 16 episodes per run (on top of the `cpu` TrainConfig preset); held-out eval at the end.
     "default": dict(algos=("ccpo", "grpo", "mappo"), envs=("dyad_v0", "vote_v0"), seeds=(0,),
-                    train=dict(steps=4, prompts_per_step=4, group_size=4, eval_size=24, eval_every=0)),
+                    train=dict(steps=10, prompts_per_step=4, group_size=4, eval_size=32, eval_every=0)),
     # Three seeds of everything.
     "full": dict(algos=("ccpo", "grpo", "mappo"), envs=("dyad_v0", "vote_v0"), seeds=(0, 1, 2),
                  train=dict(steps=30, prompts_per_step=8, group_size=4, eval_size=64, eval_every=10)),

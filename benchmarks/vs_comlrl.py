@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> str:
             return tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
         return fmt
 
-    def reward(thinker, reasoner, batch_items=None):
+    def reward(thinker, reasoner, *, batch_items=None):  # keyword-only: CoMLRL counts positional parameters
         return [ccpo_envs.safe_score(src.verifier, r, src[int(it["i"])]) for r, it in zip(reasoner, batch_items)]
 
     lora = LoraSpec(cfg.lora_r, cfg.lora_alpha).peft_config()

@@ -111,12 +111,16 @@ def _eval(argv: list[str]) -> int:
     p.add_argument("--split", default="eval", choices=["eval", "test"],
                    help="held-out split (use test only for final numbers, never to pick checkpoints)")
     p.add_argument("--size", type=int, default=None, help="number of tasks (default: the run's eval_size)")
+    p.add_argument("--task", default=None,
+                   help="evaluate on another task source than the run's (e.g. math500, aime2024, aime2025, amc23, "
+                        "minerva, gaokao2023en with --split test)")
+    p.add_argument("--task-path", default=None, help="local copy of a hub benchmark (offline use)")
     args = p.parse_args(argv)
     from ccpo_algos.trainer import evaluate_run
 
     try:
-        out = evaluate_run(args.run, args.split, args.size)
-    except FileNotFoundError as e:
+        out = evaluate_run(args.run, args.split, args.size, task=args.task, task_path=args.task_path)
+    except (FileNotFoundError, ValueError) as e:
         print(f"ccpo eval: {e}", file=sys.stderr)
         return 2
     print(json.dumps(out, indent=1))

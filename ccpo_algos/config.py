@@ -195,12 +195,16 @@ class TrainConfig:
 
 #: Named presets: overrides of the defaults above. ``ccpo train --preset NAME [--field value ...]``.
 PRESETS: dict[str, dict[str, Any]] = {
-    # Embedded default on a laptop CPU (SmolLM2-135M-Instruct, 1-2 digit +/-). SPEC's role prompts ask for long
-    # step-by-step answers that a 48-token budget truncates (truncated turns score 0), so this preset uses short
-    # prompts; the lenient last-number fallback gives the weak model a reachable reward.
-    "cpu": dict(task="arith_easy", model="embedded", prompts_per_step=4, group_size=4, max_tokens=48,
-                max_model_len=1024, lr=2e-4, warmup_steps=2, lora_r=16, lora_alpha=32, steps=20, eval_every=10,
-                eval_size=32, switch_every=3, extract_modes=("boxed", "hash", "answer_is", "last_number"),
+    # Embedded default on a laptop CPU (SmolLM2-135M-Instruct, one-digit + - *). Tuned on the 2-core CI machine
+    # (benchmarks/measured/): sampling at T=1.0 the model rambles (8 % of dyad episodes on 1-2 digit +/- correct;
+    # at T=0.7, 56 % of reasoner turns truncated at first), so few groups carry a gradient; at T=0.5 most groups are
+    # mixed. lr 5e-4 moves a rank-16 adapter within ~10 steps.
+    # SPEC's role prompts ask for long step-by-step answers that a 48-token budget truncates (truncated turns score
+    # 0), so this preset uses short prompts; the lenient last-number fallback gives the weak model a reachable reward.
+    "cpu": dict(task="arith_1d", model="embedded", prompts_per_step=4, group_size=4, max_tokens=48,
+                max_model_len=1024, temperature=0.5, lr=5e-4, warmup_steps=2, lora_r=16, lora_alpha=32, steps=20,
+                eval_every=10, eval_size=32, eval_samples=2, switch_every=3,
+                extract_modes=("boxed", "hash", "answer_is", "last_number"),
                 thinker_prompt=("You are a math tutor. In one short sentence, tell a weaker student how to compute "
                                 "the result. Do not give the answer."),
                 solver_prompt=("Solve the problem. Be brief: write the calculation, then the final answer as "

@@ -5,6 +5,7 @@ The algorithm is a row of :data:`ccpo_algos.algorithms.ALGORITHMS`; the loop nev
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
@@ -82,9 +83,10 @@ def task_source(cfg: TrainConfig, split: str, size: int) -> Any:
 
 
 def eval_env_pool(cfg: TrainConfig, source: Any, size: int) -> list[Any]:
-    """AEC envs for greedy evaluation (counterfactuals on, so reasoner-alone accuracy is reported): up to 32, reused
-    across batches of ``size`` tasks."""
-    return [make(cfg.env, api="aec", source=source, **env_kwargs(cfg, True)) for _ in range(min(size, 32))]
+    """AEC envs for evaluation (counterfactuals on, so reasoner-alone accuracy is reported): up to 32 (at least
+    ``eval_samples``), reused across batches of ``size`` tasks."""
+    n = max(min(size, 32), cfg.eval_samples)  # sampled evaluation plays eval_samples episodes of a task at once
+    return [make(cfg.env, api="aec", source=source, **env_kwargs(cfg, True)) for _ in range(n)]
 
 
 def batch_indices(seed: int, step: int, batch: int, n: int) -> list[int]:
@@ -409,13 +411,22 @@ def read_metrics(run_dir: str | os.PathLike) -> list[dict[str, float]]:
 
 
 def evaluate_run(run_dir: str | os.PathLike, split: str = "eval", size: int | None = None,
-                 policy: Any | None = None) -> dict[str, float]:
-    """Greedy evaluation of a run's latest checkpoint on ``split`` (``test`` only for final reporting)."""
+                 policy: Any | None = None, task: str | None = None, task_path: str | None = None
+                 ) -> dict[str, float]:
+    """Greedy evaluation of a run's latest checkpoint on ``split`` (``test`` only for final reporting).
+
+    ``task`` evaluates on another source than the run trained on (the paper trains on MATH and tests on
+    ``math500``, ``aime2024``, ``aime2025``, ``amc23``, ``minerva``, ``gaokao2023en``); ``task_path`` is a local copy.
+    """
     run_dir = Path(run_dir)
     if not (run_dir / "config.json").exists():
         raise FileNotFoundError(f"{run_dir} is not a run folder (no config.json)")
     cfg = TrainConfig(**{k: tuple(v) if isinstance(v, list) else v
                          for k, v in json.loads((run_dir / "config.json").read_text()).items()})
+    if task is not None:
+        cfg = dataclasses.replace(cfg, task=task, task_path=task_path)
+    elif task_path is not None:
+        cfg = dataclasses.replace(cfg, task_path=task_path)
     ckpt = latest_checkpoint(run_dir)
     if ckpt is None:
         raise FileNotFoundError(f"{run_dir} has no checkpoint yet")
@@ -428,7 +439,8 @@ def evaluate_run(run_dir: str | os.PathLike, split: str = "eval", size: int | No
         policy.load_adapter(r, ckpt / "adapters" / r)
     m = evaluate(policy, envs, source, size, cfg)
     out = {k.replace("eval/", f"{split}/", 1): v for k, v in m.items()}
-    (run_dir / f"eval_{split}_{ckpt.name}.json").write_text(json.dumps(out, indent=2))
+    tag = f"{split}_{cfg.task}" if task is not None else split
+    (run_dir / f"eval_{tag}_{ckpt.name}.json").write_text(json.dumps(out, indent=2))
     return out
 
 

@@ -207,6 +207,8 @@ HUB_SPECS: dict[str, HubSpec] = {
     "amc23": HubSpec("math-ai/amc23", None, {"test": "test"}, lambda r: r["question"], lambda r: str(r["answer"])),
     "minerva": HubSpec("math-ai/minervamath", None, {"test": "test"}, lambda r: r["question"],
                        lambda r: str(r["answer"])),
+    "gaokao2023en": HubSpec("MARIO-Math-Reasoning/Gaokao2023-Math-En", None, {"test": "train"},
+                            lambda r: r["question"], lambda r: str(r["answer"])),
     "logiqa": HubSpec("lucasmccabe/logiqa", None, {"train": "train", "eval": "validation", "test": "test"},
                       _logiqa_question, lambda r: "ABCD"[int(r["correct_option"])], kind="choice"),
 }

@@ -20,7 +20,7 @@ from ccpo_algos.algorithms import ALGORITHMS
 from ccpo_algos.config import preset
 from ccpo_algos.credit import CreditConfig
 from ccpo_algos.rollout import collect, team_layout
-from ccpo_algos.trainer import batch_indices, read_metrics, roles_to_train, train
+from ccpo_algos.trainer import batch_indices, evaluate_run, read_metrics, roles_to_train, train
 
 
 import parity_plugin  # noqa: F401,E402 - registers the parity_stub task source
@@ -65,6 +65,11 @@ def test_every_algorithm_and_topology_trains_two_steps(algo, env, tiny_model, vl
     meta = json.loads((run / "config.json").read_text())
     assert meta["algo"] == algo and (run / "checkpoints" / "latest").read_text() == "step_000002"
     assert any(k.startswith("eval/") for k in rows[-1])
+    if algo == "grpo" and env == "dyad_v0":  # the paper's protocol: train on one source, test on a benchmark
+        out = evaluate_run(run, "test", size=3, policy=vllm_engine, task="gaokao2023en",
+                           task_path=os.path.join(os.path.dirname(__file__), "data", "gaokao2023en.jsonl"))
+        assert 0.0 <= out["test/charts/accuracy_joint"] <= 1.0
+        assert (run / "eval_test_gaokao2023en_step_000002.json").exists()
 
 
 def _scripted_batch(env_name, policy, n_tasks=4, group=2, **env_kw):
