@@ -1,8 +1,11 @@
-"""Shared output of the benchmark scripts: print a markdown report and optionally write it to a file."""
+"""Shared pieces of the benchmark scripts: markdown output, and the ccpo side of the step-time comparisons."""
 
 from __future__ import annotations
 
+import argparse
 import os
+import tempfile
+from typing import Any
 
 
 def emit(text: str, out: str | None) -> str:
@@ -13,3 +16,30 @@ def emit(text: str, out: str | None) -> str:
         with open(out, "w") as f:
             f.write(text)
     return text
+
+
+def step_time_parser(doc: str) -> argparse.ArgumentParser:
+    """Arguments shared by the step-time comparisons (``vs_trl``, ``vs_comlrl``)."""
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="embedded", help="model (default: the embedded SmolLM2-135M-Instruct)")
+    p.add_argument("--steps", type=int, default=4, help="steps per trainer (the first is warm-up, not counted)")
+    p.add_argument("--prompts", type=int, default=4, help="prompts per step (B)")
+    p.add_argument("--group", type=int, default=4, help="completions per prompt and agent (G)")
+    p.add_argument("--max-tokens", type=int, default=32, help="completion cap")
+    p.add_argument("--out", default=None, help="also write the markdown result here")
+    return p
+
+
+def ccpo_step_times(args: argparse.Namespace, **overrides: Any) -> tuple[list[float], Any, list[dict[str, float]]]:
+    """Train ccpo for ``args.steps`` steps in a temporary folder (the ``cpu`` preset plus ``overrides``); returns the
+    step times (rollout + update + sync), the config and the metric rows."""
+    from ccpo_agents.models import resolve_model
+    from ccpo_algos.config import preset
+    from ccpo_algos.trainer import read_metrics, train
+
+    cfg = preset("cpu", prompts_per_step=args.prompts, group_size=args.group, max_tokens=args.max_tokens,
+                 steps=args.steps, eval_every=0, eval_size=1, eval_samples=0, checkpoint_every=0,
+                 out_dir=tempfile.mkdtemp(prefix="ccpo_steptime_"), name="ccpo", tensorboard=False,
+                 model=resolve_model(args.model), **overrides)
+    rows = read_metrics(train(cfg))
+    return [r["perf/seconds_rollout"] + r["perf/seconds_update"] + r["perf/seconds_sync"] for r in rows], cfg, rows

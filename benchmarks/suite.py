@@ -270,8 +270,13 @@ def plot(results: dict[str, Any], out: Path) -> None:
             for k in sorted({k for x in rows for k in x if k.startswith("credit/reward_mean_")}):
                 ax2.plot(steps, [x.get(k, float("nan")) for x in rows],
                          label=f"{r['label']} s{r['seed']} {k.rsplit('_', 2)[-2]}_{k.rsplit('_', 1)[-1]}")
-        for ref in [x for x in results["references"] if x["env"] == env]:
-            ax.axhline(ref["metrics"]["eval/charts/accuracy_joint"], color="gray", ls=":", label="untrained team")
+        for ref in [x for x in results["references"] if x["env"] == env]:  # the untrained team is step 0
+            m = ref["metrics"]
+            ax.axhline(m["eval/charts/accuracy_joint"], color="gray", ls=":", label="untrained team (held-out)")
+            ax.plot([0], [m["eval/charts/accuracy_joint"]], "o", color="gray")
+            if "eval_sampled/charts/accuracy_joint" in m:
+                ax.plot([0], [m["eval_sampled/charts/accuracy_joint"]], "s", color="gray",
+                        label="untrained team (held-out, sampled)")
         ax.set(title=f"{env}: team accuracy", xlabel="step", ylabel="accuracy")
         ax2.set(title=f"{env}: per-agent credit (mean shaped reward)", xlabel="step", ylabel="credit")
         ax.legend(fontsize=6)

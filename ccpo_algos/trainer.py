@@ -31,8 +31,6 @@ from ccpo_algos.rollout import RolloutBatch, collect, request_seed, team_layout
 from ccpo_envs import make
 from ccpo_envs.registry import resolve_source
 
-
-
 # ------------------------------------------------------------------------------------------------- helpers
 
 
