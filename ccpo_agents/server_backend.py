@@ -23,7 +23,14 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from ccpo_agents.policy import ChatFormatter, Completion, Request, SamplingConfig, overflow_completion
+from ccpo_agents.policy import (
+    DEFAULT_ROLE_PROMPTS,
+    ChatFormatter,
+    Completion,
+    Request,
+    SamplingConfig,
+    overflow_completion,
+)
 
 
 class ServerUnavailable(RuntimeError):
@@ -71,18 +78,17 @@ class VLLMServer:
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> "VLLMServer":
-        import torch
+        from ccpo_agents.vllm_backend import cpu_engine_env, on_cpu
 
+        cpu = on_cpu()
         cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", self.model,
                "--served-model-name", "base", "--host", self.host, "--port", str(self.port),
                "--max-model-len", str(self.max_model_len), "--dtype", "bfloat16", "--enable-lora",
                "--max-lora-rank", str(self.max_lora_rank), "--max-loras", str(self.max_loras)]
-        if not torch.cuda.is_available():
+        if cpu:
             cmd.append("--enforce-eager")
         env = dict(os.environ, VLLM_ALLOW_RUNTIME_LORA_UPDATING="True")
-        from ccpo_agents.vllm_backend import cpu_engine_env, on_cpu
-
-        if on_cpu():
+        if cpu:
             cpu_engine_env(env)
         log = open(self.log_path, "w")
         self.proc = subprocess.Popen(cmd + self.extra_args, stdout=log, stderr=subprocess.STDOUT, env=env,
@@ -147,10 +153,8 @@ class ServerPolicy:
 
             tokenizer = AutoTokenizer.from_pretrained(tokenizer)
         self.endpoints = [e.rstrip("/") for e in endpoints]
-        fmt = ChatFormatter(tokenizer)
-        if role_prompts is not None:
-            fmt = ChatFormatter(tokenizer, dict(role_prompts))
-        self.formatter = fmt
+        self.formatter = ChatFormatter(tokenizer, dict(role_prompts if role_prompts is not None
+                                                        else DEFAULT_ROLE_PROMPTS))
         self.roles, self.max_model_len = list(roles), max_model_len
         self.timeout, self.retries, self.backoff = timeout, retries, backoff
         self.adapters: dict[str, str | None] = {r: None for r in self.roles}

@@ -103,16 +103,16 @@ class VLLMPolicy:
             raise KeyError(f"unknown role {role!r}; this engine serves {self.roles}")
         lora_id = self._next_id
         self._next_id += 1
-        new = LoRARequest(f"{role}-v{lora_id}", lora_id, os.fspath(path))
-        old = self.adapters[role]
-        self.adapters[role] = new
-        if old is not None:
-            self.llm.llm_engine.remove_lora(old.lora_int_id)
+        self._serve(role, LoRARequest(f"{role}-v{lora_id}", lora_id, os.fspath(path)))
         return lora_id
 
     def use_base(self, role: str) -> None:
         """Serve ``role`` from the bare base model (no adapter) and release its adapter."""
-        old, self.adapters[role] = self.adapters.get(role), None
+        self._serve(role, None)
+
+    def _serve(self, role: str, request: Any) -> None:
+        """Serve ``role`` with ``request`` (``None``: the base model) and release the adapter it replaces."""
+        old, self.adapters[role] = self.adapters.get(role), request
         if old is not None:
             self.llm.llm_engine.remove_lora(old.lora_int_id)
 

@@ -11,6 +11,11 @@ import torch
 from ccpo_algos.rollout import RolloutBatch
 
 
+def step_seconds(row: dict[str, float]) -> float:
+    """Seconds of one training step in a metrics row: rollout + update + sync (evaluation excluded)."""
+    return row.get("perf/seconds_rollout", 0.0) + row.get("perf/seconds_update", 0.0) + row.get("perf/seconds_sync", 0.0)
+
+
 def rollout_metrics(batch: RolloutBatch, rewards: torch.Tensor | None = None, prefix: str = "") -> dict[str, float]:
     """Accuracy (joint, solo), contribution rate, per-agent credit, vote agreement/entropy, lengths, truncation."""
     m: dict[str, float] = {}

@@ -18,7 +18,7 @@ import torch
 
 from ccpo_agents.hf_backend import CRITIC, HFTeam, LoraSpec
 from ccpo_agents.models import resolve_model
-from ccpo_agents.policy import ChatFormatter, Completion, SamplingConfig
+from ccpo_agents.policy import DEFAULT_ROLE_PROMPTS, ChatFormatter, Completion, SamplingConfig
 from ccpo_algos.advantage import AdvantageConfig
 from ccpo_algos.algorithms import ALGORITHMS
 from ccpo_algos.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
@@ -35,8 +35,6 @@ from ccpo_envs.registry import resolve_source
 
 
 def role_prompts(cfg: TrainConfig) -> dict[str, str | None]:
-    from ccpo_agents.policy import DEFAULT_ROLE_PROMPTS
-
     p: dict[str, str | None] = dict(DEFAULT_ROLE_PROMPTS)
     if cfg.thinker_prompt is not None:
         p["thinker"] = cfg.thinker_prompt
@@ -89,10 +87,13 @@ def eval_env_pool(cfg: TrainConfig, source: Any, size: int) -> list[Any]:
 
 def batch_indices(seed: int, step: int, batch: int, n: int) -> list[int]:
     """Task indices of ``step`` (1-based): epochs of seeded permutations, a pure function of the step."""
+    perms: dict[int, np.ndarray] = {}  # a step spans at most two epochs: each permutation is drawn once
     out = []
     for pos in range((step - 1) * batch, step * batch):
         epoch, k = divmod(pos, n)
-        out.append(int(np.random.default_rng([seed, epoch]).permutation(n)[k]))
+        if epoch not in perms:
+            perms[epoch] = np.random.default_rng([seed, epoch]).permutation(n)
+        out.append(int(perms[epoch][k]))
     return out
 
 
@@ -111,7 +112,7 @@ def sync(policy: Any, team: HFTeam, role: str, run_dir: Path) -> None:
     """Put ``role``'s current adapter into the rollout backend.
 
     An adapter that is still the identity (``lora_B == 0``, never updated) is served as the bare base model: the
-    outputs are the same, and on CPU an active LoRA slows vLLM generation about 3x.
+    outputs are the same, without the adapter's extra matmuls.
     """
     if team.is_identity(role):
         policy.use_base(role)
@@ -237,15 +238,20 @@ class RunLogger:
             self.wb.finish()
 
 
-def new_run_dir(cfg: TrainConfig) -> Path:
-    """``out_dir/name``, or ``name-1``, ``name-2``... so that no earlier run is overwritten."""
-    base = Path(cfg.out_dir) / cfg.name
+def unique_dir(parent: str | os.PathLike, name: str) -> Path:
+    """Create and return ``parent/name``, or ``name-1``, ``name-2``... so that no earlier folder is overwritten."""
+    base = Path(parent) / name
     path, k = base, 0
     while path.exists():
         k += 1
-        path = base.with_name(f"{cfg.name}-{k}")
+        path = base.with_name(f"{name}-{k}")
     path.mkdir(parents=True)
     return path
+
+
+def new_run_dir(cfg: TrainConfig) -> Path:
+    """A new run folder ``out_dir/name`` (see :func:`unique_dir`)."""
+    return unique_dir(cfg.out_dir, cfg.name)
 
 
 # ------------------------------------------------------------------------------------------------ the loop
@@ -436,7 +442,7 @@ def evaluate_run(run_dir: str | os.PathLike, split: str = "eval", size: int | No
     for r in agents:
         policy.load_adapter(r, ckpt / "adapters" / r)
     m = evaluate(policy, envs, source, size, cfg)
-    out = {k.replace("eval/", f"{split}/", 1): v for k, v in m.items()}
+    out = {k.replace("eval", split, 1): v for k, v in m.items()}  # eval/... and eval_sampled/...
     tag = f"{split}_{cfg.task}" if task is not None else split
     (run_dir / f"eval_{tag}_{ckpt.name}.json").write_text(json.dumps(out, indent=2))
     return out

@@ -70,13 +70,13 @@ def _check_split(split: str) -> None:
 RG_SETS: dict[str, list[tuple[str, dict[str, Any]]]] = {
     "math": [("basic_arithmetic", {}), ("chain_sum", {}), ("gsm_symbolic", {})],
     "logic": [("knights_knaves", {}), ("syllogism", {}), ("propositional_logic", {})],
-    # Small-model CPU preset: 1-2 digit addition/subtraction, where SmolLM2-135M is right often enough for RL.
     # One-digit + - * (the CPU preset's task: SmolLM2-135M gets ~65 % greedy as a dyad, ~40 % at T=0.7, so most
     # GRPO groups are mixed and carry a gradient). A small problem space: ~36 distinct eval and test questions.
     "arith_1d": [
         ("basic_arithmetic", dict(min_terms=2, max_terms=2, min_digits=1, max_digits=1, operators=("+", "-", "*"),
                                   allow_parentheses=False, allow_negation=False)),
     ],
+    # 1-2 digit addition/subtraction (harder for SmolLM2-135M: ~40 % greedy as a dyad).
     "arith_easy": [
         ("basic_arithmetic", dict(min_terms=2, max_terms=2, min_digits=1, max_digits=2, operators=("+", "-"),
                                   allow_parentheses=False, allow_negation=False)),
@@ -137,9 +137,10 @@ class ReasoningGymSource:
             self._cursor += 1
             if split_of(entry["question"], self.fractions) != self.split:
                 continue
-            if self.split != "train" and entry["question"] in self._seen:  # held-out items are distinct questions
-                continue
-            self._seen.add(entry["question"])
+            if self.split != "train":  # held-out items are distinct questions
+                if entry["question"] in self._seen:
+                    continue
+                self._seen.add(entry["question"])
             meta = entry.get("metadata") or {}
             gold = entry["answer"]
             if gold is None:  # e.g. propositional_logic: any valid answer scores 1; keep the example one

@@ -79,8 +79,10 @@ def test_mixed_role_batch_uses_each_roles_adapter(vllm_engine, team, tmp_path):
     _perturb(team, "reasoner_0", 0.3, seed=5)
     for r in ROLES:
         vllm_engine.load_adapter(r, team.save_adapter(r, tmp_path / r))
-    reqs = [Request(role, f"Calculate {i} + {2 * i}.") for i in range(3) for role in ("thinker_0", "reasoner_0")]
-    out = vllm_engine.generate(reqs + [Request("voter_0", "Calculate 1 + 1.")], SamplingConfig(max_tokens=16))
+    # per-request seeds: the sampled tokens do not depend on what the shared engine generated before this test
+    reqs = [Request(role, f"Calculate {i} + {2 * i}.", seed=2 * i + k) for i in range(3)
+            for k, role in enumerate(("thinker_0", "reasoner_0"))]
+    out = vllm_engine.generate(reqs + [Request("voter_0", "Calculate 1 + 1.", seed=99)], SamplingConfig(max_tokens=16))
     for role in ROLES:
         cs = [o[0] for r, o in zip(reqs, out) if r.role == role]
         with torch.no_grad():
