@@ -46,7 +46,10 @@ class LoraSpec:
                           target_modules=list(self.target_modules), task_type="CAUSAL_LM")
 
 
-def _dtype(name: str) -> torch.dtype:
+def _dtype(name: str, device: str = "cpu") -> torch.dtype:
+    from ccpo_agents.hardware import resolve_dtype
+
+    name = resolve_dtype(name, device) if name == "auto" else name
     try:
         return {"bfloat16": torch.bfloat16, "float32": torch.float32, "float16": torch.float16}[name]
     except KeyError as e:
@@ -60,13 +63,15 @@ class HFTeam:
         model: model directory or hub id.
         roles: agent roles (one adapter each).
         lora: adapter shape.
-        dtype: dtype of the frozen base (adapters are kept in float32).
+        dtype: dtype of the frozen base (adapters are kept in float32); ``auto``: per hardware
+            (:func:`ccpo_agents.hardware.resolve_dtype`).
         critic: add a ``critic`` adapter and a linear value head on the last prompt token (MAPPO).
         seed: seed for the adapters' random init.
+        device: where the model, the value head and every tensor this class creates live (``cuda:0``, ``cpu``).
     """
 
-    def __init__(self, model: str, roles: Sequence[str], lora: LoraSpec = LoraSpec(), dtype: str = "bfloat16",
-                 critic: bool = False, seed: int = 0):
+    def __init__(self, model: str, roles: Sequence[str], lora: LoraSpec = LoraSpec(), dtype: str = "auto",
+                 critic: bool = False, seed: int = 0, device: str = "cpu"):
         from peft import get_peft_model
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -76,7 +81,7 @@ class HFTeam:
             raise ValueError(f"{CRITIC!r} is reserved for the MAPPO critic adapter")
         torch.manual_seed(seed)
         self.tokenizer = AutoTokenizer.from_pretrained(model)
-        base = AutoModelForCausalLM.from_pretrained(model, dtype=_dtype(dtype))
+        base = AutoModelForCausalLM.from_pretrained(model, dtype=_dtype(dtype, str(device)))
         self.roles = list(roles)
         self.lora = lora
         names = self.roles + ([CRITIC] if critic else [])
@@ -88,8 +93,17 @@ class HFTeam:
             self.value_head = nn.Linear(base.config.hidden_size, 1)
             nn.init.zeros_(self.value_head.weight)
             nn.init.zeros_(self.value_head.bias)
+        self.to(device)
         pad = self.tokenizer.pad_token_id
         self.pad_id = pad if pad is not None else (self.tokenizer.eos_token_id or 0)
+
+    def to(self, device: str | torch.device) -> "HFTeam":
+        """Move the model (base, adapters) and the value head to ``device``; later tensors are created there."""
+        self.device = torch.device(device)
+        self.model.to(self.device)
+        if self.value_head is not None:
+            self.value_head.to(self.device)
+        return self
 
     # ------------------------------------------------------------------------------------------ parameters
     def trainable_parameters(self, role: str) -> list[nn.Parameter]:
@@ -121,27 +135,32 @@ class HFTeam:
             rows.append([self.pad_id] * (P - len(p)) + list(p) + list(c) + [self.pad_id] * (C - len(c)))
             attn.append([0] * (P - len(p)) + [1] * (len(p) + len(c)) + [0] * (C - len(c)))
             cmask.append([1] * len(c) + [0] * (C - len(c)))
-        ids, att = torch.tensor(rows), torch.tensor(attn)
+        ids, att = torch.tensor(rows, device=self.device), torch.tensor(attn, device=self.device)
         pos = (att.cumsum(-1) - 1).clamp_min(0)
-        return ids, att, pos, torch.tensor(cmask, dtype=torch.bool), C
+        return ids, att, pos, torch.tensor(cmask, dtype=torch.bool, device=self.device), C
 
     def token_logprobs(self, role: str, prompt_ids: Sequence[Sequence[int]], completion_ids: Sequence[Sequence[int]],
-                       micro_batch: int = 8, reference: bool = False) -> tuple[Tensor, Tensor]:
-        """Log-probs of each completion token under ``role``'s adapter (``reference=True``: the bare base model).
+                       micro_batch: int = 8, reference: bool = False, temperature: float = 1.0
+                       ) -> tuple[Tensor, Tensor]:
+        """Log-probs of each completion token under ``role``'s adapter (``reference=True``: the bare base model),
+        of the sampling distribution at ``temperature``: ``log_softmax(logits / T)`` (what vLLM reports with
+        ``logprobs_mode="processed_logprobs"`` and top_p = 1).
 
         Returns:
-            ``(logprobs (N, L) float32, mask (N, L) bool)``; gradients flow when called under grad mode.
+            ``(logprobs (N, L) float32, mask (N, L) bool)`` on :attr:`device`; gradients flow under grad mode.
         """
+        if not temperature > 0:
+            raise ValueError(f"temperature must be > 0 for log-probs, got {temperature}")
         self.use(role)
         if reference:
             with self.model.disable_adapter(), torch.no_grad():
-                return self.token_logprobs(role, prompt_ids, completion_ids, micro_batch)
+                return self.token_logprobs(role, prompt_ids, completion_ids, micro_batch, temperature=temperature)
         out_lp, out_mask = [], []
         L = max(1, max(len(c) for c in completion_ids))
         for s in range(0, len(prompt_ids), micro_batch):
             ids, att, pos, cmask, C = self._batch(prompt_ids[s:s + micro_batch], completion_ids[s:s + micro_batch])
             logits = self.model(input_ids=ids, attention_mask=att, position_ids=pos, logits_to_keep=C + 1).logits
-            logits = logits[:, :-1].float()  # position t predicts token t+1: these predict the completion tokens
+            logits = logits[:, :-1].float() / temperature  # position t predicts token t+1: the completion tokens
             target = ids[:, -C:]
             lp = logits.log_softmax(-1).gather(-1, target[..., None])[..., 0] * cmask
             out_lp.append(nn.functional.pad(lp, (0, L - C)))
@@ -187,7 +206,7 @@ class HFTeam:
         f = Path(path) / "adapter_model.safetensors"
         if not f.exists():
             raise FileNotFoundError(f"{f} not found; expected a directory written by save_adapter()")
-        set_peft_model_state_dict(self.model, load_file(str(f)), adapter_name=role)
+        set_peft_model_state_dict(self.model, load_file(str(f), device=str(self.device)), adapter_name=role)
 
     # ------------------------------------------------------------------------------------------ slow generation
     @torch.no_grad()
@@ -196,8 +215,8 @@ class HFTeam:
         """Sample completions with transformers' ``generate`` (slow path, for debugging and cross-checks)."""
         self.use(role)
         P = max(len(p) for p in prompt_ids)
-        ids = torch.tensor([[self.pad_id] * (P - len(p)) + list(p) for p in prompt_ids])
-        att = torch.tensor([[0] * (P - len(p)) + [1] * len(p) for p in prompt_ids])
+        ids = torch.tensor([[self.pad_id] * (P - len(p)) + list(p) for p in prompt_ids], device=self.device)
+        att = torch.tensor([[0] * (P - len(p)) + [1] * len(p) for p in prompt_ids], device=self.device)
         do_sample = temperature > 0
         gen = self.model.generate(input_ids=ids, attention_mask=att, max_new_tokens=max_new_tokens,
                                   do_sample=do_sample, temperature=temperature if do_sample else None,

@@ -71,7 +71,8 @@ class Completion:
         text: decoded completion text.
         prompt_ids: chat-templated prompt token ids.
         completion_ids: generated token ids (including the stop token if one was generated).
-        logprobs: behaviour log-prob of each completion token.
+        logprobs: behaviour log-prob of each completion token under the sampling distribution,
+            ``log_softmax(logits / T)`` at the request's temperature (vLLM ``processed_logprobs``).
         finish_reason: ``stop`` (ended normally) or ``length`` (truncated; also for prompts that did not fit).
     """
 

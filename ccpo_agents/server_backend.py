@@ -63,11 +63,13 @@ class VLLMServer:
         startup_timeout: seconds to wait for ``/health``.
         log_path: server stdout/stderr go here (default: a file in the temp dir).
         extra_args: more command-line arguments for the server.
+        dtype: weights dtype in the server (see :func:`ccpo_agents.hardware.resolve_dtype`).
     """
 
     def __init__(self, model: str, port: int | None = None, max_model_len: int = 2048, max_lora_rank: int = 16,
                  max_loras: int = 4, startup_timeout: float = 600.0, log_path: str | None = None,
-                 extra_args: Sequence[str] = ()):
+                 extra_args: Sequence[str] = (), dtype: str = "bfloat16"):
+        self.dtype = dtype
         self.model, self.port = model, port or free_port()
         self.host = "127.0.0.1"
         self.url = f"http://{self.host}:{self.port}"
@@ -83,8 +85,10 @@ class VLLMServer:
         cpu = on_cpu()
         cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", self.model,
                "--served-model-name", "base", "--host", self.host, "--port", str(self.port),
-               "--max-model-len", str(self.max_model_len), "--dtype", "bfloat16", "--enable-lora",
-               "--max-lora-rank", str(self.max_lora_rank), "--max-loras", str(self.max_loras)]
+               "--max-model-len", str(self.max_model_len), "--dtype", self.dtype, "--enable-lora",
+               "--max-lora-rank", str(self.max_lora_rank), "--max-loras", str(self.max_loras),
+               # log-probs of the sampling distribution, log_softmax(logits / T): what the trainer computes
+               "--logprobs-mode", "processed_logprobs"]
         if cpu:
             cmd.append("--enforce-eager")
         env = dict(os.environ, VLLM_ALLOW_RUNTIME_LORA_UPDATING="True")

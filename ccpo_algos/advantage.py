@@ -50,8 +50,9 @@ def grpo_advantages(rewards: Tensor, group_ids: Tensor, scale_std: bool = True, 
     r = (rewards[:, None] if squeeze else rewards).to(torch.float64)
     _, inv = torch.unique(group_ids, return_inverse=True)
     n_groups = int(inv.max()) + 1 if inv.numel() else 0
-    count = torch.zeros(n_groups, dtype=torch.float64).index_add_(0, inv, torch.ones_like(inv, dtype=torch.float64))
-    total = torch.zeros(n_groups, r.shape[1], dtype=torch.float64).index_add_(0, inv, r)
+    count = torch.zeros(n_groups, dtype=torch.float64, device=r.device).index_add_(
+        0, inv, torch.ones_like(inv, dtype=torch.float64))
+    total = torch.zeros(n_groups, r.shape[1], dtype=torch.float64, device=r.device).index_add_(0, inv, r)
     mean = total / count[:, None]
     centred = r - mean[inv]
     sq = torch.zeros_like(total).index_add_(0, inv, centred**2)
@@ -76,9 +77,9 @@ def gae_advantages(stage_rewards: Tensor, stage_values: Tensor, gamma: float = 1
     r, v = stage_rewards.to(torch.float64), stage_values.to(torch.float64)
     E, S = r.shape
     adv = torch.zeros_like(r)
-    last = torch.zeros(E, dtype=torch.float64)
+    last = torch.zeros(E, dtype=torch.float64, device=r.device)
     for t in reversed(range(S)):
-        next_v = v[:, t + 1] if t + 1 < S else torch.zeros(E, dtype=torch.float64)
+        next_v = v[:, t + 1] if t + 1 < S else torch.zeros(E, dtype=torch.float64, device=r.device)
         delta = r[:, t] + gamma * next_v - v[:, t]
         last = delta + gamma * lam * last
         adv[:, t] = last
@@ -91,25 +92,37 @@ def grpo_advantage(rewards: Tensor, group_ids: Tensor, values: Tensor | None, st
     return grpo_advantages(rewards, group_ids, cfg.scale_std, cfg.eps), None
 
 
+def grpo_mean_advantage(rewards: Tensor, group_ids: Tensor, values: Tensor | None, stage: Tensor,
+                        cfg: AdvantageConfig) -> tuple[Tensor, None]:
+    """Table adapter for mean-centred GRPO whatever ``cfg.scale_std`` says (``ccpo_v2``: the reference runs
+    ``norm_adv_by_std_in_grpo=False``; std scaling would erase the counterfactual bonus)."""
+    return grpo_advantages(rewards, group_ids, False, cfg.eps), None
+
+
 def mappo_advantage(rewards: Tensor, group_ids: Tensor, values: Tensor | None, stage: Tensor,
                     cfg: AdvantageConfig) -> tuple[Tensor, Tensor]:
-    """Table adapter for MAPPO: GAE over stages with the reward at the last stage, then batch normalisation.
+    """Table adapter for MAPPO: GAE over stages with the team reward at the last stage, then normalisation over
+    the batch, per agent column.
 
     Args:
-        rewards: ``(E, A)`` shared reward (every agent's column is ``R_joint``).
+        rewards: ``(E, A)`` team reward ``R_joint`` in every column (:func:`ccpo_algos.credit.team_credit`).
         values: ``(E, A)`` critic value of the state before each agent's stage (equal within a stage).
         stage: ``(A,)`` stage index of each agent.
     """
     if values is None:
         raise ValueError("MAPPO needs critic values")
+    r = rewards.to(torch.float64)
+    if not torch.equal(r, r[:, :1].expand_as(r)):
+        raise ValueError("MAPPO's terminal reward is the team reward: every agent column must hold R_joint "
+                         "(use credit.team_credit)")
     E = rewards.shape[0]
     S = int(stage.max()) + 1
     first_of_stage = [int((stage == s).nonzero()[0]) for s in range(S)]
-    stage_values = values[:, first_of_stage]
-    stage_rewards = torch.zeros(E, S, dtype=torch.float64)
-    stage_rewards[:, S - 1] = rewards.to(torch.float64).mean(dim=1)
+    stage_values = values[:, first_of_stage].to(torch.float64)
+    stage_rewards = torch.zeros(E, S, dtype=torch.float64, device=r.device)
+    stage_rewards[:, S - 1] = r[:, 0]
     adv_s, ret_s = gae_advantages(stage_rewards, stage_values, cfg.gamma, cfg.lam)
     adv, ret = adv_s[:, stage], ret_s[:, stage]
-    if cfg.normalize_batch and adv.numel() > 1:
-        adv = (adv - adv.mean()) / (adv.std() + cfg.eps)
+    if cfg.normalize_batch and E > 1:  # per agent column
+        adv = (adv - adv.mean(dim=0, keepdim=True)) / (adv.std(dim=0, keepdim=True) + cfg.eps)
     return adv, ret

@@ -32,7 +32,9 @@ class Algorithm:
 ALGORITHMS: dict[str, Algorithm] = {
     "ccpo": Algorithm(cr.ccpo_credit, adv.grpo_advantage, needs_critic=False, needs_counterfactual=True),
     "grpo": Algorithm(cr.shared_credit, adv.grpo_advantage, needs_critic=False, needs_counterfactual=False),
-    "mappo": Algorithm(cr.shared_credit, adv.mappo_advantage, needs_critic=True, needs_counterfactual=False),
+    "mappo": Algorithm(cr.team_credit, adv.mappo_advantage, needs_critic=True, needs_counterfactual=False),
+    # the released recipe (bhai114/ccpo CCPO/ tree): ±1 outcomes, solo baseline, event bonus, mean-centred GRPO
+    "ccpo_v2": Algorithm(cr.ccpo_v2_credit, adv.grpo_mean_advantage, needs_critic=False, needs_counterfactual=True),
     # ablations
     "ccpo_no_history": Algorithm(cr.shapley_credit, adv.grpo_advantage, False, True),
     "ccpo_no_gate": Algorithm(cr.ccpo_no_gate_credit, adv.grpo_advantage, False, True),

@@ -45,7 +45,8 @@ def save_checkpoint(run_dir: Path, step: int, team: Any, optimizers: dict, sched
                       str(tmp / "value_head.safetensors"))
         torch.save({"optimizers": {r: o.state_dict() for r, o in optimizers.items()},
                     "schedulers": {r: s.state_dict() for r, s in schedulers.items()},
-                    "torch_rng": torch.get_rng_state()}, tmp / "optim.pt")
+                    "torch_rng": torch.get_rng_state(),
+                    "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}, tmp / "optim.pt")
         state = {"step": step, "credit_state": None if credit_state is None else credit_state.state_dict(),
                  "python_rng": _jsonable(random.getstate()), "numpy_rng": _jsonable(np.random.get_state())}
         (tmp / "state.json").write_text(json.dumps(state))
@@ -91,13 +92,15 @@ def load_checkpoint(path: Path, team: Any, optimizers: dict, schedulers: dict) -
     for role in optimizers:
         team.load_adapter_weights(role, path / "adapters" / role)
     if "critic" in optimizers:
-        team.value_head.load_state_dict(load_file(str(path / "value_head.safetensors")))
-    blob = torch.load(path / "optim.pt", weights_only=True)
+        team.value_head.load_state_dict(load_file(str(path / "value_head.safetensors"), device=str(team.device)))
+    blob = torch.load(path / "optim.pt", weights_only=True, map_location="cpu")  # load_state_dict moves to params
     for r, o in optimizers.items():
         o.load_state_dict(blob["optimizers"][r])
     for r, s in schedulers.items():
         s.load_state_dict(blob["schedulers"][r])
     torch.set_rng_state(blob["torch_rng"])
+    if blob.get("cuda_rng") and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(blob["cuda_rng"])
     state = json.loads((path / "state.json").read_text())
     random.setstate(_from_jsonable(state["python_rng"]))
     np.random.set_state(_from_jsonable(state["numpy_rng"]))

@@ -6,10 +6,16 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any
 
 from ccpo_algos.algorithms import ALGORITHMS
+from ccpo_algos.credit import TRUNCATION_RULES
+from ccpo_algos.loss import AGG_MODES, POLICY_LOSSES
+
+SCHEDULES = ("alternate", "alternate_v2", "simultaneous")
+PI_OLD = ("trainer", "engine")
 
 
 @dataclass
@@ -62,13 +68,16 @@ class TrainConfig:
 
     # --- algorithm
     algo: str = "ccpo"
-    """Algorithm: a key of ``ccpo_algos.ALGORITHMS`` (ccpo, grpo, mappo, ccpo_no_history, ccpo_no_gate, difference)."""
+    """Algorithm: a key of ``ccpo_algos.ALGORITHMS`` (ccpo, ccpo_v2 = the released recipe, grpo, mappo,
+    ccpo_no_history, ccpo_no_gate, difference)."""
     prompts_per_step: int = 8
     """Prompts per step (B)."""
     group_size: int = 4
     """Samples per prompt (G); GRPO groups are per prompt and agent."""
     schedule: str = "alternate"
-    """``alternate`` (one agent at a time, switching every ``switch_every`` steps, thinker first) or ``simultaneous``."""
+    """``alternate`` (one agent at a time, first agent first, agent ``(step // switch_every) mod A``: CCPO v1's
+    formula, whose first block is one step shorter), ``alternate_v2`` (``(step − 1) // switch_every``: every block
+    ``switch_every`` steps, the released recipe) or ``simultaneous`` (all agents every step)."""
     switch_every: int = 10
     """Steps per agent block under the alternate schedule."""
     counterfactual_metrics: bool = False
@@ -79,8 +88,18 @@ class TrainConfig:
     """CCPO gate temperature η."""
     ema_decay: float = 0.99
     """CCPO EMA decay of the running statistics."""
-    mask_truncated: bool = True
-    """Zero the reward of turns truncated at ``max_tokens`` (SPEC; turn off only for debugging)."""
+    truncation: str = "episode"
+    """A turn cut at ``max_tokens``: ``episode`` (the reference: the episode ends there, a truncated thinker means
+    no reasoner turn and R_joint = 0, and every agent's reward of that episode is 0), ``turn`` (only that agent's
+    reward is 0; the episode goes on) or ``off`` (rewards kept; debugging and plumbing tests only)."""
+    min_samples: int = 10
+    """CCPO passes raw Δ / R_joint through until this many values have been seen per signal (the reference)."""
+    cf_lambda: float = 0.2
+    """``ccpo_v2``: weight λ >= 0 of the counterfactual bonus in the thinker's reward ``R_J + λ·bonus``."""
+    group_solo_baseline: bool = True
+    """``ccpo_v2``: the solo baseline is the mean over the prompt's group (off: paired by index)."""
+    event_bonus: bool = True
+    """``ccpo_v2``: bonus = helped − hurt events (off: ``0.5·(R_J − b)``)."""
     scale_std: bool = True
     """GRPO divides by the group std (off: Dr. GRPO)."""
     gamma: float = 1.0
@@ -90,7 +109,8 @@ class TrainConfig:
 
     # --- update
     lr: float = 1e-4
-    """AdamW learning rate of each role's adapter."""
+    """AdamW learning rate of each role's adapter. LoRA wants ~10x a full fine-tune's rate ("LoRA Without Regret",
+    Thinking Machines 2025): the reference's full-fine-tune 1e-6 barely moves an adapter."""
     critic_lr: float = 1e-4
     """AdamW learning rate of the MAPPO critic (adapter + value head)."""
     warmup_steps: int = 10
@@ -99,10 +119,23 @@ class TrainConfig:
     """AdamW weight decay."""
     grad_clip: float = 1.0
     """Gradient norm clip per role."""
+    loss: str = "turn"
+    """Policy loss: ``turn`` (CCPO v1: one ratio per turn), ``gspo`` (the released recipe: sequence ratio,
+    asymmetric clip, no dual clip) or ``token`` (a ratio per token, as the reference's GRPO scripts)."""
     clip_eps: float = 0.2
-    """PPO clip ε."""
+    """PPO clip ε (the ratio's lower bound is 1 − ε)."""
+    clip_eps_high: float | None = None
+    """Upper clip ε_high (ratio <= 1 + ε_high; None: ε). The released recipe: 3e-4 / 4e-4."""
+    log_ratio_clip: float = 3.0
+    """Upper clamp of the sequence log-ratio (``turn``: 3; the reference's GSPO: 10)."""
     dual_clip: float | None = 3.0
-    """Dual-clip constant for negative advantages (None: off)."""
+    """Dual-clip constant for negative advantages (None: off; ``gspo`` never applies it)."""
+    pi_old: str = "trainer"
+    """π_old of the ratio: ``trainer`` (recomputed by the trainer, as the reference; free with one optimiser step
+    per rollout) or ``engine`` (vLLM's behaviour log-probs). Their mismatch is logged as policy/engine_log_ratio."""
+    ppo_mini_batch: int = 0
+    """Prompts per PPO mini-batch: the rollout is split into ``prompts_per_step / ppo_mini_batch`` optimiser steps
+    (0: one optimiser step on the whole rollout). The released recipe: 192 prompts in mini-batches of 24."""
     kl_coef: float = 0.0
     """k3 KL to the base model (0: off)."""
     loss_agg: str = "seq-mean"
@@ -119,10 +152,16 @@ class TrainConfig:
     """LoRA rank."""
     lora_alpha: int = 32
     """LoRA alpha."""
-    dtype: str = "bfloat16"
-    """Frozen base dtype in the trainer (adapters stay float32)."""
+    dtype: str = "auto"
+    """Base dtype in the trainer and in vLLM (adapters stay float32 in the trainer): ``auto`` = bfloat16 on a
+    bf16-capable GPU or a CPU with native bf16 (avx512_bf16/amx), float32 elsewhere (bf16 is ~8x slower on an
+    AVX2-only CPU); or ``bfloat16``, ``float16``, ``float32``."""
+    device: str = "auto"
+    """Trainer device: ``auto`` (this rank's CUDA GPU when present, else CPU), ``cpu``, ``cuda:0``, ... The model,
+    the value head and every tensor of the update live there."""
     temperature: float = 1.0
-    """Training sampling temperature (evaluation is greedy)."""
+    """Training sampling temperature T > 0 (evaluation is greedy). Log-probs are log_softmax(logits / T) in the
+    trainer and in the engine, so the update is the gradient of the policy that sampled."""
     top_p: float = 1.0
     """Training nucleus sampling mass."""
     max_tokens: int = 256
@@ -153,12 +192,24 @@ class TrainConfig:
             bad(f"algo={self.algo!r}; choose one of {sorted(ALGORITHMS)}")
         if self.env not in ("dyad_v0", "vote_v0"):
             bad(f"env={self.env!r}; choose dyad_v0 or vote_v0")
-        if self.schedule not in ("alternate", "simultaneous"):
-            bad(f"schedule={self.schedule!r}; choose alternate or simultaneous")
-        if self.tie_rule not in ("expected", "strict"):
-            bad(f"tie_rule={self.tie_rule!r}; choose expected or strict")
-        if self.loss_agg not in ("seq-mean", "token-mean"):
-            bad(f"loss_agg={self.loss_agg!r}; choose seq-mean or token-mean")
+        for name, allowed in (("schedule", SCHEDULES), ("truncation", TRUNCATION_RULES), ("pi_old", PI_OLD),
+                              ("loss", tuple(POLICY_LOSSES)), ("loss_agg", AGG_MODES),
+                              ("tie_rule", ("expected", "strict")), ("dtype", ("auto", "bfloat16", "float16", "float32"))):
+            if getattr(self, name) not in allowed:
+                bad(f"{name}={getattr(self, name)!r}; choose one of {list(allowed)}")
+        for f in dataclasses.fields(self):  # NaN / inf would silently ruin the adapters
+            v = getattr(self, f.name)
+            if isinstance(v, float) and not math.isfinite(v):
+                bad(f"{f.name}={v} must be a finite number")
+        if self.temperature <= 0:
+            bad(f"temperature={self.temperature} must be > 0 for training (evaluation is greedy anyway)")
+        if self.cf_lambda < 0:
+            bad(f"cf_lambda={self.cf_lambda} must be >= 0")
+        if self.clip_eps <= 0 or (self.clip_eps_high is not None and self.clip_eps_high <= 0):
+            bad("clip_eps and clip_eps_high must be > 0")
+        if self.ppo_mini_batch < 0 or (self.ppo_mini_batch and self.prompts_per_step % self.ppo_mini_batch):
+            bad(f"ppo_mini_batch={self.ppo_mini_batch} must divide prompts_per_step={self.prompts_per_step} "
+                "(0: one optimiser step per rollout)")
         if self.eval_split == "train":
             bad("eval_split='train' would evaluate on training tasks; use eval")
         if self.backend not in ("vllm", "server"):
@@ -170,8 +221,8 @@ class TrainConfig:
         for name in ("lr", "critic_lr"):
             if not 0 < getattr(self, name) < 1:
                 bad(f"{name}={getattr(self, name)} must be in (0, 1); typical LoRA values are 1e-5 .. 1e-3")
-        if self.temperature < 0 or not 0 < self.top_p <= 1:
-            bad("temperature must be >= 0 and top_p in (0, 1]")
+        if not 0 < self.top_p <= 1:
+            bad(f"top_p={self.top_p} must be in (0, 1]")
         if self.group_size < 2 and self.algo != "mappo":
             bad(f"group_size={self.group_size}: GRPO advantages need >= 2 samples per prompt")
         if self.dual_clip is not None and self.dual_clip <= 1:
@@ -214,8 +265,9 @@ PRESETS: dict[str, dict[str, Any]] = {
                   steps=2, eval_every=0, eval_size=4, lora_r=8, lora_alpha=16, warmup_steps=1,
                   checkpoint_every=1, switch_every=1),
     # SPEC's reference recipe (GPU, hub access): MATH train, Qwen2.5-7B-Instruct x2, 64 prompts x 4 samples.
+    # lr: the reference's 1e-6 is a full fine-tune's; LoRA wants ~10x ("LoRA Without Regret").
     "gpu-qwen7b": dict(task="hendrycks_math", model="Qwen/Qwen2.5-7B-Instruct", prompts_per_step=64, group_size=4,
-                       max_tokens=2048, max_model_len=6144, lr=1e-6, warmup_steps=10, steps=1170, eval_every=10,
+                       max_tokens=2048, max_model_len=6144, lr=1e-5, warmup_steps=10, steps=1170, eval_every=10,
                        eval_size=500, temperature=1.0, lora_r=64, lora_alpha=128, switch_every=10,
                        train_size=7500),
     "gpu-qwen1.5b": dict(task="hendrycks_math", model="Qwen/Qwen2.5-1.5B-Instruct", prompts_per_step=64,
@@ -223,7 +275,19 @@ PRESETS: dict[str, dict[str, Any]] = {
                          eval_every=10, eval_size=500, lora_r=64, lora_alpha=128, train_size=7500),
     # SPEC's logic experiment: LogiQA, 3 voters.
     "gpu-logiqa-vote": dict(env="vote_v0", task="logiqa", model="Qwen/Qwen2.5-7B-Instruct", prompts_per_step=64,
-                            group_size=4, max_tokens=1024, max_model_len=4096, lr=1e-6, steps=300, eval_size=500),
+                            group_size=4, max_tokens=1024, max_model_len=4096, lr=1e-5, steps=300, eval_size=500),
+    # The released recipe, bhai114/ccpo CCPO/examples/gspo_trainer/run_qwen2_5_1_5b_gspo_two_model.sh: 192 prompts
+    # x 16 samples, PPO mini-batches of 24 prompts (8 optimiser steps per rollout), GSPO clip 3e-4/4e-4, no KL,
+    # T = 1.0, alternate period 10 from step 1 ((step - 1) // P), lambda 0.2, group solo baseline, event bonus,
+    # mean-centred GRPO, 500 steps, evaluation every 5. Differences from the script (stated, not hidden): one
+    # LoRA adapter per role (rank 64, lr 1e-5 = 10x the script's full-fine-tune 1e-6) instead of two full models,
+    # one max_tokens for both roles (the script: thinker 4096, solver 6144), AdamW weight decay 0.01 as the script.
+    "gpu-qwen1.5b-v2": dict(algo="ccpo_v2", task="hendrycks_math", model="Qwen/Qwen2.5-1.5B-Instruct",
+                            prompts_per_step=192, group_size=16, ppo_mini_batch=24, loss="gspo", clip_eps=3e-4,
+                            clip_eps_high=4e-4, log_ratio_clip=10.0, dual_clip=None, kl_coef=0.0, temperature=1.0,
+                            schedule="alternate_v2", switch_every=10, cf_lambda=0.2, lr=1e-5, warmup_steps=0,
+                            weight_decay=0.01, grad_clip=1.0, max_tokens=4096, max_model_len=8192, steps=500,
+                            eval_every=5, eval_size=500, lora_r=64, lora_alpha=128, train_size=7500),
 }
 
 

@@ -11,9 +11,14 @@ Signals (SPEC.md, "Credit"):
   removable agents get ``tanh(α·(Δ_k − μ_Δk)/(σ_Δk + ε))``; a gated agent ``j`` (the dyad's reasoner, gated on the
   thinker ``k``) gets ``g·z(R_joint) + (1−g)·z(R_¬k)`` with ``g = sigmoid(η·μ_Δk/(σ_Δk + ε))``; statistics are
   EMAs kept across steps, applied *before* being updated with this batch; the very first step passes raw values.
-* ablations: ``no_history`` (two-player Shapley split, no running statistics) and ``no_gate`` (``g = 1``).
+* ablations: ``no_history`` (two-player Shapley split, no running statistics) and ``no_gate`` (``g = 1``);
+* team (MAPPO's terminal reward): ``R_joint`` in every column, never an average of per-agent masked rewards;
+* CCPO v2, the released recipe (reference ``CCPO/examples/gspo_trainer/two_model/two_model_trainer.py``
+  l.1063-1087): {−1,+1} outcomes, per-prompt solo baseline, event bonus, stateless.
 
-Rewards of turns that did not finish (truncated) are set to 0 after shaping (``cfg.mask_truncated``).
+Truncation (``cfg.truncation``, SPEC "Truncation"): ``episode`` (default, the reference's one finish flag per
+episode, ``multi_agent_rollout.py:393-402, 694``) sets every agent's reward of an episode with any truncated (or
+skipped) joint turn to 0 after shaping; ``turn`` zeroes only the truncated agent's reward.
 """
 
 from __future__ import annotations
@@ -22,6 +27,8 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor
+
+NAN = float("nan")
 
 
 @dataclass(frozen=True)
@@ -34,12 +41,15 @@ class CreditBatch:
         finished: ``(E, A)`` bool, whether the agent's turn ended normally (not truncated).
         gate_source: ``(A,)`` long: for a gated agent, the index of the removable agent whose Δ statistics gate
             it (dyad reasoner -> thinker); -1 otherwise.
+        group_ids: ``(E,)`` prompt group of each episode (globally unique across data-parallel ranks), or ``None``
+            (every episode its own group). Used by credit rules with per-prompt baselines (``ccpo_v2``).
     """
 
     team_reward: Tensor
     removed_reward: Tensor
     finished: Tensor
     gate_source: Tensor
+    group_ids: Tensor | None = None
 
     @property
     def removable(self) -> Tensor:
@@ -62,7 +72,13 @@ class CreditConfig:
         eps: added to σ in every normalisation.
         decay: EMA decay ``d`` of the running statistics.
         gate_clip: the gate's sigmoid argument is clipped to ±gate_clip.
-        mask_truncated: zero the reward of turns that did not finish, after shaping.
+        truncation: ``episode`` (any truncated joint turn zeroes every agent's reward of that episode) or ``turn``
+            (only the truncated agent's reward is zeroed), after shaping; ``off`` (debugging only) keeps them.
+        min_samples: CCPO passes raw values through (as on its first step) while fewer than this many values
+            have been seen for a signal (reference ``historical_normalizer.py``, ``min_samples=10``).
+        cf_lambda: ``ccpo_v2``'s bonus weight λ (``counterfactual_lambda``, >= 0).
+        group_solo_baseline: ``ccpo_v2``'s solo baseline is the prompt-group mean (off: paired by index).
+        event_bonus: ``ccpo_v2``'s bonus is the helped/hurt event (off: ``0.5·(R_J − b)``).
     """
 
     alpha: float = 1.0
@@ -70,7 +86,11 @@ class CreditConfig:
     eps: float = 1e-6
     decay: float = 0.99
     gate_clip: float = 20.0
-    mask_truncated: bool = True
+    truncation: str = "episode"
+    min_samples: int = 10
+    cf_lambda: float = 0.2
+    group_solo_baseline: bool = True
+    event_bonus: bool = True
 
 
 @dataclass(frozen=True)
@@ -78,28 +98,30 @@ class EmaState:
     """Running statistics for ``S`` signals, as an explicit value (checkpointed with the run).
 
     ``mean``/``m2`` are EMAs of the batch mean and the *within-batch* population variance (as the reference code);
-    ``count`` is the number of updates so far (0: no statistics yet).
+    ``count`` is the number of updates so far (0: no statistics yet); ``seen`` the number of values each signal
+    has received (every signal gets one value per episode).
     """
 
     mean: Tensor
     m2: Tensor
     count: int = 0
+    seen: int = 0
 
     @staticmethod
     def zeros(n_signals: int) -> EmaState:
-        return EmaState(torch.zeros(n_signals, dtype=torch.float64), torch.zeros(n_signals, dtype=torch.float64), 0)
+        return EmaState(torch.zeros(n_signals, dtype=torch.float64), torch.zeros(n_signals, dtype=torch.float64), 0, 0)
 
     def sigma(self, threshold: float = 1e-6) -> Tensor:
         """``sqrt(m2)`` where ``m2 > 1e-6``, else 1."""
         return torch.where(self.m2 > threshold, self.m2.clamp_min(0).sqrt(), torch.ones_like(self.m2))
 
     def state_dict(self) -> dict:
-        return {"mean": self.mean.tolist(), "m2": self.m2.tolist(), "count": self.count}
+        return {"mean": self.mean.tolist(), "m2": self.m2.tolist(), "count": self.count, "seen": self.seen}
 
     @staticmethod
     def from_state_dict(d: dict) -> EmaState:
         return EmaState(torch.tensor(d["mean"], dtype=torch.float64), torch.tensor(d["m2"], dtype=torch.float64),
-                        int(d["count"]))
+                        int(d["count"]), int(d["seen"]))
 
 
 def ema_update(state: EmaState, values: Tensor, decay: float = 0.99) -> EmaState:
@@ -110,9 +132,11 @@ def ema_update(state: EmaState, values: Tensor, decay: float = 0.99) -> EmaState
     """
     v = values.to(torch.float64)
     mean, var = v.mean(dim=0), v.var(dim=0, unbiased=False)
+    seen = state.seen + v.shape[0]
     if state.count == 0:
-        return EmaState(mean, var, 1)
-    return EmaState(decay * state.mean + (1 - decay) * mean, decay * state.m2 + (1 - decay) * var, state.count + 1)
+        return EmaState(mean, var, 1, seen)
+    return EmaState(decay * state.mean + (1 - decay) * mean, decay * state.m2 + (1 - decay) * var, state.count + 1,
+                    seen)
 
 
 def ema_normalize(values: Tensor, state: EmaState, eps: float = 1e-6) -> Tensor:
@@ -126,8 +150,24 @@ def _signals(batch: CreditBatch) -> Tensor:
                      dim=1).to(torch.float64)
 
 
+#: ``off`` keeps truncated turns' rewards: for debugging and for plumbing tests on random models only.
+TRUNCATION_RULES = ("episode", "turn", "off")
+
+
+def finished_mask(finished: Tensor, truncation: str) -> Tensor:
+    """``(E, A)`` bool: whose reward survives truncation. ``episode``: all agents of an episode whose joint turns
+    all finished; ``turn``: each agent whose own turn finished; ``off``: everyone."""
+    if truncation == "off":
+        return torch.ones_like(finished)
+    if truncation == "turn":
+        return finished
+    if truncation == "episode":
+        return finished.all(dim=1, keepdim=True).expand_as(finished)
+    raise ValueError(f"truncation={truncation!r}: use one of {TRUNCATION_RULES}")
+
+
 def _mask(rewards: Tensor, batch: CreditBatch, cfg: CreditConfig) -> Tensor:
-    return rewards * batch.finished.to(rewards.dtype) if cfg.mask_truncated else rewards
+    return rewards * finished_mask(batch.finished, cfg.truncation).to(rewards.dtype)
 
 
 def shared_credit(batch: CreditBatch, state: EmaState | None, cfg: CreditConfig) -> tuple[Tensor, EmaState | None]:
@@ -135,6 +175,17 @@ def shared_credit(batch: CreditBatch, state: EmaState | None, cfg: CreditConfig)
     E, A = batch.removed_reward.shape
     r = batch.team_reward[:, None].expand(E, A).to(torch.float64)
     return _mask(r, batch, cfg), state
+
+
+def team_credit(batch: CreditBatch, state: EmaState | None, cfg: CreditConfig) -> tuple[Tensor, EmaState | None]:
+    """MAPPO's terminal reward: the team reward ``R_joint`` in every column, 0 for an episode truncated under the
+    ``episode`` rule; under ``turn`` it is ``R_joint`` as the env scored it (never an average of per-agent masked
+    rewards: a correct dyad with a truncated thinker is not worth 0.5). Returns ``(E, A)``."""
+    E, A = batch.removed_reward.shape
+    team = batch.team_reward.to(torch.float64)
+    if cfg.truncation == "episode":
+        team = team * batch.finished.all(dim=1).to(team.dtype)
+    return team[:, None].expand(E, A).clone(), state
 
 
 def difference_credit(batch: CreditBatch, state: EmaState | None, cfg: CreditConfig) -> tuple[Tensor, EmaState | None]:
@@ -152,8 +203,9 @@ def _ccpo(batch: CreditBatch, state: EmaState | None, cfg: CreditConfig, gate: b
         raise ValueError(f"CCPO state tracks {state.mean.shape[0]} signals; a {A}-agent team needs {2 * A + 1}")
     removable, src = batch.removable, batch.gate_source
     team = batch.team_reward.to(torch.float64)
-    if state.count == 0:
-        # First step: no statistics yet -> removable agents get raw Δ, everyone else raw R_joint.
+    if state.count == 0 or state.seen < cfg.min_samples:
+        # No statistics yet (first step, or fewer than min_samples values seen): removable agents get raw Δ,
+        # everyone else raw R_joint.
         r = torch.where(removable[None, :], batch.delta().to(torch.float64), team[:, None].expand(E, A))
     else:
         z = ema_normalize(sig, state, cfg.eps)  # normalise with the statistics from *before* this batch
@@ -201,3 +253,44 @@ def shapley_credit(batch: CreditBatch, state: EmaState | None, cfg: CreditConfig
     return _mask(r, batch, cfg), state
 
 
+
+
+def group_mean(values: Tensor, group_ids: Tensor | None) -> Tensor:
+    """Each row's prompt-group mean of ``values (E,)`` (``group_ids None``: the values themselves)."""
+    if group_ids is None:
+        return values
+    _, inv = torch.unique(group_ids, return_inverse=True)
+    n = int(inv.max()) + 1 if inv.numel() else 0
+    total = torch.zeros(n, dtype=values.dtype, device=values.device).index_add_(0, inv, values)
+    count = torch.zeros(n, dtype=values.dtype, device=values.device).index_add_(0, inv, torch.ones_like(values))
+    return (total / count)[inv]
+
+
+def ccpo_v2_credit(batch: CreditBatch, state: EmaState | None, cfg: CreditConfig) -> tuple[Tensor, EmaState | None]:
+    """CCPO as released (reference ``two_model_trainer.py`` l.1063-1087; SPEC "The released recipe").
+
+    ``R_J = +1 if R_joint > 0 else −1``; for a removable agent k, ``R_S = ±1`` likewise from ``R_¬k`` and the solo
+    baseline ``b = mean of R_S over the prompt's group`` (``group_solo_baseline``; else ``b = R_S``, paired by
+    index). Bonus ``1[R_J > 0 ∧ b < 0] − 1[R_J < 0 ∧ b > 0]`` (``event_bonus``; else ``0.5·(R_J − b)``).
+    Removable agent (thinker): ``R_J + λ·bonus``; every other agent (solver): ``R_J``. Stateless; no truncation
+    mask (a truncated answer simply scores −1). Pair with mean-centred GRPO (no std scaling: it erases the bonus).
+
+    >>> b = CreditBatch(torch.tensor([1., 1.]), torch.tensor([[0., NAN], [0., NAN]]), torch.ones(2, 2, dtype=torch.bool),
+    ...                 torch.tensor([-1, 0]), torch.tensor([0, 0]))
+    >>> ccpo_v2_credit(b, None, CreditConfig())[0]
+    tensor([[1.2000, 1.0000],
+            [1.2000, 1.0000]], dtype=torch.float64)
+    """
+    E, A = batch.removed_reward.shape
+    sign = lambda x: torch.where(x > 0, 1.0, -1.0).to(torch.float64)  # noqa: E731
+    r_joint = sign(batch.team_reward)
+    r = r_joint[:, None].expand(E, A).clone()
+    for k in torch.nonzero(batch.removable).flatten().tolist():
+        r_solo = sign(batch.removed_reward[:, k])
+        b = group_mean(r_solo, batch.group_ids if cfg.group_solo_baseline else None)
+        if cfg.event_bonus:
+            bonus = ((r_joint > 0) & (b < 0)).to(torch.float64) - ((r_joint < 0) & (b > 0)).to(torch.float64)
+        else:
+            bonus = 0.5 * (r_joint - b)
+        r[:, k] = r_joint + cfg.cf_lambda * bonus
+    return r, state

@@ -32,7 +32,8 @@ def rollout_metrics(batch: RolloutBatch, rewards: torch.Tensor | None = None, pr
             m[f"{prefix}credit/delta_mean_{a}"] = delta.mean().item()
         lens = torch.tensor([len(t[a].completion_ids) for t in batch.turns], dtype=torch.float32)
         m[f"{prefix}lengths/{a}"] = lens.mean().item()
-        m[f"{prefix}lengths/truncation_rate_{a}"] = sum(not t[a].finished for t in batch.turns) / E
+        m[f"{prefix}lengths/truncation_rate_{a}"] = sum(t[a].finish_reason == "length" for t in batch.turns) / E
+        m[f"{prefix}lengths/skipped_rate_{a}"] = sum(t[a].finish_reason == "skipped" for t in batch.turns) / E
     if rewards is not None:
         for j, a in enumerate(batch.agents):
             m[f"{prefix}credit/reward_mean_{a}"] = rewards[:, j].float().mean().item()

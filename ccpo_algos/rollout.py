@@ -5,6 +5,10 @@ is *ready* (all messages it reads exist) in one batch. The dyad's counterfactual
 so it is generated in the same batch as the thinker's turn; vote counterfactuals need no generation at all.
 It records, per episode and agent, the joint turn's prompt/completion tokens, behaviour log-probs and finish flag,
 plus the env's final infos (team and counterfactual rewards).
+
+A completion cut at ``max_tokens`` is handed to the env as a :class:`~ccpo_envs.TruncatedMessage`, so the env's
+``truncation`` rule applies (under ``episode`` a truncated thinker ends the joint episode: the joint reasoner turn
+is skipped, recorded here as an empty ``skipped`` completion that trains nothing).
 """
 
 from __future__ import annotations
@@ -17,8 +21,19 @@ import torch
 
 from ccpo_agents.policy import Completion, Policy, Request, SamplingConfig
 from ccpo_algos.credit import CreditBatch
+from ccpo_envs.episode import TruncatedMessage
 from ccpo_envs.task import Task
 from ccpo_envs.topology import Topology, downstream
+
+
+def skipped_completion(role: str) -> Completion:
+    """The placeholder of a turn the env skipped (its world had ended): no tokens, not finished."""
+    return Completion(role, "", [], [], [], "skipped")
+
+
+def action_of(c: Completion) -> str:
+    """The env action for a completion: its text, flagged as truncated unless it finished normally."""
+    return c.text if c.finished else TruncatedMessage(c.text)
 
 
 def request_seed(*parts: Any) -> int:
@@ -69,7 +84,8 @@ class RolloutBatch:
     def __len__(self) -> int:
         return len(self.turns)
 
-    def credit_batch(self, gate_source: torch.Tensor) -> CreditBatch:
+    def credit_batch(self, gate_source: torch.Tensor, group_offset: int = 0) -> CreditBatch:
+        """The credit inputs of this batch; ``group_offset`` makes group ids unique across data-parallel ranks."""
         E, A = len(self), len(self.agents)
         team = torch.tensor([float(i["reward_joint"]) for i in self.infos])  # (E,)
         removed = torch.full((E, A), float("nan"))  # (E, A)
@@ -77,7 +93,7 @@ class RolloutBatch:
             for k, r in info.get("reward_removed", {}).items():
                 removed[e, self.agents.index(k)] = float(r)
         finished = torch.tensor([[self.turns[e][a].finished for a in self.agents] for e in range(E)])
-        return CreditBatch(team, removed, finished, gate_source)
+        return CreditBatch(team, removed, finished, gate_source, self.group_ids + group_offset)
 
     def tokens_generated(self) -> int:
         return sum(len(c.completion_ids) for t in self.turns for c in t.values()) + \
@@ -105,14 +121,14 @@ def collect(envs: Sequence[Any], tasks: Sequence[Task], group_size: int, policy:
     for e in range(E):
         envs[e].reset(options={"task": tasks[e // group_size]})
     pending: list[dict[int, Completion]] = [{} for _ in range(E)]
-    fed = [0] * E
+    fed = [0] * E  # next turn index to feed (a Parallel-native env advances its cursor once per stage)
     finals: list[dict[str, Any] | None] = [None] * E
 
     def advance(e: int) -> None:
-        env = envs[e]
+        env, ep = envs[e], raw[e].episode
         while finals[e] is None and fed[e] in pending[e]:
-            env.step(pending[e][fed[e]].text)
-            fed[e] += 1
+            env.step(action_of(pending[e][fed[e]]))
+            fed[e] = max(fed[e] + 1, ep.cursor)  # the env skips turns of worlds that ended
             if env.agents and all(env.terminations[a] or env.truncations[a] for a in env.agents):
                 finals[e] = dict(env.infos[env.agents[0]])
                 while env.agents:  # PettingZoo: dead agents step None until removed
@@ -125,7 +141,7 @@ def collect(envs: Sequence[Any], tasks: Sequence[Task], group_size: int, policy:
                 continue
             ep = raw[e].episode
             for i in range(fed[e], len(ep.turns)):
-                if i not in pending[e] and ep.ready(i):
+                if i not in pending[e] and ep.ready(i) and not ep.world_ended(ep.turns[i].removed, ep.turns[i].stage):
                     s = None if seed is None else request_seed(seed, e, i)
                     reqs.append((e, i, Request(ep.turns[i].agent, raw[e].turn_text(i), s)))
         if not reqs:
@@ -139,8 +155,9 @@ def collect(envs: Sequence[Any], tasks: Sequence[Task], group_size: int, policy:
     turns, cf, stage_texts = [], [], []
     for e in range(E):
         ep = raw[e].episode
-        turns.append({t.agent: pending[e][i] for i, t in enumerate(ep.turns) if t.removed is None})
-        cf.append([pending[e][i] for i, t in enumerate(ep.turns) if t.removed is not None])
+        turns.append({t.agent: pending[e][i] if i not in ep.skipped else skipped_completion(t.agent)
+                      for i, t in enumerate(ep.turns) if t.removed is None})
+        cf.append([pending[e][i] for i, t in enumerate(ep.turns) if t.removed is not None and i not in ep.skipped])
         first = [next(i for i, t in enumerate(ep.turns) if t.removed is None and t.stage == s)
                  for s in range(len(ep.topo.stages))]
         stage_texts.append([raw[e].turn_text(i) for i in first])

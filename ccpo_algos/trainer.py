@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ccpo_agents.hardware import resolve_device, resolve_dtype
 from ccpo_agents.hf_backend import CRITIC, HFTeam, LoraSpec
 from ccpo_agents.models import resolve_model
 from ccpo_agents.policy import DEFAULT_ROLE_PROMPTS, ChatFormatter, Completion, SamplingConfig
@@ -45,8 +46,8 @@ def role_prompts(cfg: TrainConfig) -> dict[str, str | None]:
 
 def env_kwargs(cfg: TrainConfig, counterfactual: bool) -> dict[str, Any]:
     if cfg.env == "dyad_v0":
-        return {"counterfactual": counterfactual}
-    return {"n": cfg.n_voters, "tie_rule": cfg.tie_rule}
+        return {"counterfactual": counterfactual, "truncation": cfg.truncation}
+    return {"n": cfg.n_voters, "tie_rule": cfg.tie_rule, "truncation": cfg.truncation}
 
 
 def team_agents(cfg: TrainConfig) -> list[str]:
@@ -55,17 +56,20 @@ def team_agents(cfg: TrainConfig) -> list[str]:
 
 def build_policy(cfg: TrainConfig, model_path: str, roles: list[str]) -> Any:
     """The rollout backend named by ``cfg.backend``."""
+    import torch
+
+    dtype = resolve_dtype(cfg.dtype, "cuda" if torch.cuda.is_available() else "cpu")  # where vLLM runs
     if cfg.backend == "vllm":
         from ccpo_agents.vllm_backend import VLLMPolicy
 
         return VLLMPolicy(model_path, roles, max_model_len=cfg.max_model_len, max_lora_rank=cfg.lora_r,
-                          seed=cfg.seed, role_prompts=role_prompts(cfg))
+                          seed=cfg.seed, role_prompts=role_prompts(cfg), dtype=dtype)
     from ccpo_agents.server_backend import ServerPolicy, VLLMServer
 
     endpoints = list(cfg.endpoints)
     if not endpoints:
         server = VLLMServer(model_path, max_model_len=cfg.max_model_len, max_lora_rank=cfg.lora_r,
-                            max_loras=len(roles)).start()
+                            max_loras=len(roles), dtype=dtype).start()
         endpoints = [server.url]
     return ServerPolicy(endpoints, model_path, roles, cfg.max_model_len, role_prompts(cfg))
 
@@ -98,14 +102,17 @@ def batch_indices(seed: int, step: int, batch: int, n: int) -> list[int]:
 
 
 def roles_to_train(cfg: TrainConfig, step: int, agents: list[str]) -> list[str]:
-    """``simultaneous``: all; ``alternate``: one agent per block of ``switch_every`` steps, first agent first.
+    """``simultaneous``: all; ``alternate``/``alternate_v2``: one agent per block of ``switch_every`` steps, first
+    agent first.
 
-    As in the reference code, ``idx = (step // switch_every) mod A`` with steps counted from 1, so the first block
-    is one step shorter.
+    ``alternate`` is CCPO v1's formula ``idx = (step // switch_every) mod A`` with steps counted from 1, so its
+    first block is one step shorter; ``alternate_v2`` is the released recipe's ``(step − 1) // switch_every``
+    (``two_model_trainer.py`` l.354): every block has ``switch_every`` steps.
     """
     if cfg.schedule == "simultaneous":
         return list(agents)
-    return [agents[(step // cfg.switch_every) % len(agents)]]
+    block = (step - 1) // cfg.switch_every if cfg.schedule == "alternate_v2" else step // cfg.switch_every
+    return [agents[block % len(agents)]]
 
 
 def sync(policy: Any, team: HFTeam, role: str, run_dir: Path) -> None:
@@ -120,8 +127,8 @@ def sync(policy: Any, team: HFTeam, role: str, run_dir: Path) -> None:
         policy.load_adapter(role, team.save_adapter(role, run_dir / "adapters" / role))
 
 
-def _pad(rows: list[list[float]], width: int) -> torch.Tensor:
-    return torch.tensor([r + [0.0] * (width - len(r)) for r in rows], dtype=torch.float32)
+def _pad(rows: list[list[float]], width: int, device: torch.device) -> torch.Tensor:
+    return torch.tensor([r + [0.0] * (width - len(r)) for r in rows], dtype=torch.float32, device=device)
 
 
 def _warmup(opt: torch.optim.Optimizer, steps: int) -> torch.optim.lr_scheduler.LambdaLR:
@@ -131,40 +138,96 @@ def _warmup(opt: torch.optim.Optimizer, steps: int) -> torch.optim.lr_scheduler.
 # -------------------------------------------------------------------------------------------------- update
 
 
+def mini_batches(keep: list[int], group_size: int, prompts_per_mini_batch: int) -> list[list[int]]:
+    """Split episode indices into PPO mini-batches of whole prompt groups (episode ``e`` is in group
+    ``e // group_size``); ``prompts_per_mini_batch = 0``: one mini-batch."""
+    if not prompts_per_mini_batch:
+        return [keep] if keep else []
+    out: dict[int, list[int]] = {}
+    for e in keep:
+        out.setdefault(e // group_size // prompts_per_mini_batch, []).append(e)
+    return [out[k] for k in sorted(out)]
+
+
+def _trainer_logprobs(team: HFTeam, role: str, turns: list[Completion], idx: list[int], cfg: TrainConfig
+                      ) -> dict[int, torch.Tensor]:
+    """Per-episode log-probs of the current parameters, no grad (π_old for several optimiser steps)."""
+    out: dict[int, torch.Tensor] = {}
+    with torch.no_grad():
+        for s in range(0, len(idx), cfg.micro_batch):
+            mb = idx[s:s + cfg.micro_batch]
+            lp, _ = team.token_logprobs(role, [turns[e].prompt_ids for e in mb], [turns[e].completion_ids for e in mb],
+                                        cfg.micro_batch, temperature=cfg.temperature)
+            out.update({e: lp[i, :len(turns[e].completion_ids)] for i, e in enumerate(mb)})
+    return out
+
+
+def policy_step(team: HFTeam, role: str, opt: torch.optim.Optimizer, turns: list[Completion], adv: torch.Tensor,
+                cfg: TrainConfig, loss_cfg: LossConfig, ctx: DistContext = SINGLE) -> dict[str, torch.Tensor]:
+    """The optimiser steps of ``role`` on its turns with per-turn advantages ``adv (E,)``: one per PPO mini-batch,
+    gradients averaged over data-parallel ranks and clipped. Every tensor lives on ``team.device``; metrics are
+    returned as 0-dim tensors (read once by the caller).
+
+    π_old (``cfg.pi_old``): ``trainer`` = the trainer's log-probs before this step's first update (with one
+    mini-batch that is ``logp.detach()``, no extra pass; with several, one no-grad pass first), ``engine`` = vLLM's
+    behaviour log-probs. ``policy/engine_log_ratio`` = mean over tokens of (trainer − engine) log-prob at the
+    sampling parameters: the engine/trainer mismatch.
+    """
+    dev = team.device
+    keep = [e for e, c in enumerate(turns) if c.completion_ids]  # skipped / did-not-fit turns train nothing
+    batches = mini_batches(keep, cfg.group_size, cfg.ppo_mini_batch // ctx.world if cfg.ppo_mini_batch else 0)
+    before = _trainer_logprobs(team, role, turns, keep, cfg) if len(batches) > 1 else None
+    zero = torch.zeros((), device=dev)
+    stats = {k: zero.clone() for k in ("loss", "ratio", "kl", "clip_frac", "mismatch", "mismatch_abs", "tokens")}
+    params = team.trainable_parameters(role)
+    grad_norms = []
+    for batch in batches or [[]]:
+        opt.zero_grad(set_to_none=True)
+        n_tokens = sum(len(turns[e].completion_ids) for e in batch)
+        for s in range(0, len(batch), cfg.micro_batch):
+            mb = batch[s:s + cfg.micro_batch]
+            prompts = [turns[e].prompt_ids for e in mb]
+            comps = [turns[e].completion_ids for e in mb]
+            lp, mask = team.token_logprobs(role, prompts, comps, cfg.micro_batch, temperature=cfg.temperature)
+            engine = _pad([turns[e].logprobs for e in mb], lp.shape[1], dev)
+            trainer_old = lp.detach() if before is None else _pad([before[e].tolist() for e in mb], lp.shape[1], dev)
+            old = trainer_old if cfg.pi_old == "trainer" else engine
+            ref = team.token_logprobs(role, prompts, comps, cfg.micro_batch, reference=True,
+                                      temperature=cfg.temperature)[0] if loss_cfg.kl_coef > 0 else None
+            loss, m = policy_loss(lp, old, adv[mb].to(dev, torch.float32), mask, loss_cfg, ref)
+            per_turn = loss_cfg.kind == "gspo" or loss_cfg.agg == "seq-mean"  # micro-batch weight in the mean
+            weight = len(mb) / len(batch) if per_turn else sum(len(c) for c in comps) / n_tokens
+            (loss * weight).backward()
+            w = weight / len(batches)
+            stats["loss"] += loss.detach() * w
+            stats["ratio"] += m["policy/ratio_mean"] * w
+            stats["clip_frac"] += m["policy/clip_frac"] * w
+            stats["kl"] += m.get("policy/kl", zero) * w
+            diff = (trainer_old - engine) * mask
+            stats["mismatch"] += diff.sum()
+            stats["mismatch_abs"] += diff.abs().sum()
+            stats["tokens"] += mask.sum()
+        ctx.average_grads(params)
+        grad_norms.append(torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+                          if any(p.grad is not None for p in params) else zero)
+        opt.step()
+    tokens = stats.pop("tokens").clamp_min(1)
+    stats["mismatch"] /= tokens
+    stats["mismatch_abs"] /= tokens
+    stats["grad_norm"] = torch.stack([g.to(dev) for g in grad_norms]).mean()
+    return stats
+
+
 def update_role(team: HFTeam, role: str, opt: torch.optim.Optimizer, sched: Any, turns: list[Completion],
                 adv: torch.Tensor, cfg: TrainConfig, loss_cfg: LossConfig, ctx: DistContext = SINGLE
                 ) -> dict[str, float]:
-    """One optimiser step of ``role`` on its turns with per-turn advantages ``adv (E,)`` (gradients averaged over
-    data-parallel ranks)."""
-    keep = [e for e, c in enumerate(turns) if c.completion_ids]  # a prompt that did not fit produced nothing
-    opt.zero_grad(set_to_none=True)
-    stats = {"loss": 0.0, "ratio": 0.0, "kl": 0.0}
-    if keep:
-        total_tokens = sum(len(turns[e].completion_ids) for e in keep)
-        for s in range(0, len(keep), cfg.micro_batch):
-            mb = keep[s:s + cfg.micro_batch]
-            prompts = [turns[e].prompt_ids for e in mb]
-            comps = [turns[e].completion_ids for e in mb]
-            lp, mask = team.token_logprobs(role, prompts, comps, cfg.micro_batch)
-            old = _pad([turns[e].logprobs for e in mb], lp.shape[1])
-            ref = team.token_logprobs(role, prompts, comps, cfg.micro_batch, reference=True)[0] \
-                if loss_cfg.kl_coef > 0 else None
-            loss, m = policy_loss(lp, old, adv[mb].to(torch.float32), mask, loss_cfg, ref)
-            weight = len(mb) / len(keep) if loss_cfg.agg == "seq-mean" else \
-                sum(len(c) for c in comps) / total_tokens
-            (loss * weight).backward()
-            stats["loss"] += loss.item() * weight
-            stats["ratio"] += m["policy/ratio_mean"] * weight
-            stats["kl"] += m.get("policy/kl", 0.0) * weight
-    params = team.trainable_parameters(role)
-    ctx.average_grads(params)
-    grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip) if any(p.grad is not None for p in params) \
-        else torch.tensor(0.0)
-    opt.step()
+    """:func:`policy_step`, then one scheduler step; returns the role's metrics as floats."""
+    st = {k: float(v) for k, v in policy_step(team, role, opt, turns, adv, cfg, loss_cfg, ctx).items()}
     sched.step()
-    return {f"losses/policy_{role}": stats["loss"], f"policy/ratio_{role}": stats["ratio"],
-            f"policy/kl_{role}": stats["kl"], f"grad_norm/{role}": float(grad_norm),
-            f"charts/lr_{role}": sched.get_last_lr()[0]}
+    return {f"losses/policy_{role}": st["loss"], f"policy/ratio_{role}": st["ratio"],
+            f"policy/clip_frac_{role}": st["clip_frac"], f"policy/kl_{role}": st["kl"],
+            f"policy/engine_log_ratio_{role}": st["mismatch"], f"policy/engine_log_ratio_abs_{role}": st["mismatch_abs"],
+            f"grad_norm/{role}": st["grad_norm"], f"charts/lr_{role}": sched.get_last_lr()[0]}
 
 
 def critic_prompts(team: HFTeam, rb: RolloutBatch) -> list[list[int]]:
@@ -302,16 +365,20 @@ def train(cfg: TrainConfig, policy: Any | None = None) -> Path:
     # --- SETUP: models, optimisers
     model_path = resolve_model(cfg.model)
     torch.manual_seed(cfg.seed)
-    team = HFTeam(model_path, agents, LoraSpec(cfg.lora_r, cfg.lora_alpha), cfg.dtype, critic=algo.needs_critic,
-                  seed=cfg.seed)
+    device = resolve_device(cfg.device)
+    team = HFTeam(model_path, agents, LoraSpec(cfg.lora_r, cfg.lora_alpha), resolve_dtype(cfg.dtype, device),
+                  critic=algo.needs_critic, seed=cfg.seed, device=device)
     owners = agents + ([CRITIC] if algo.needs_critic else [])
     optimizers = {r: torch.optim.AdamW(team.trainable_parameters(r), lr=cfg.critic_lr if r == CRITIC else cfg.lr,
                                        weight_decay=cfg.weight_decay) for r in owners}
     schedulers = {r: _warmup(o, cfg.warmup_steps) for r, o in optimizers.items()}
-    credit_cfg = CreditConfig(alpha=cfg.alpha, eta=cfg.eta, decay=cfg.ema_decay, mask_truncated=cfg.mask_truncated)
+    credit_cfg = CreditConfig(alpha=cfg.alpha, eta=cfg.eta, decay=cfg.ema_decay, truncation=cfg.truncation,
+                              min_samples=cfg.min_samples, cf_lambda=cfg.cf_lambda,
+                              group_solo_baseline=cfg.group_solo_baseline, event_bonus=cfg.event_bonus)
     adv_cfg = AdvantageConfig(scale_std=cfg.scale_std, gamma=cfg.gamma, lam=cfg.lam)
-    loss_cfg = LossConfig(clip_eps=cfg.clip_eps, dual_clip=cfg.dual_clip, agg=cfg.loss_agg, kl_coef=cfg.kl_coef,
-                          value_clip=cfg.value_clip)
+    loss_cfg = LossConfig(kind=cfg.loss, clip_eps=cfg.clip_eps, clip_eps_high=cfg.clip_eps_high,
+                          dual_clip=cfg.dual_clip, log_ratio_clip=cfg.log_ratio_clip, agg=cfg.loss_agg,
+                          kl_coef=cfg.kl_coef, value_clip=cfg.value_clip)
     sampling = SamplingConfig(cfg.temperature, cfg.top_p, cfg.max_tokens)
 
     start, credit_state = 0, None
@@ -340,20 +407,21 @@ def train(cfg: TrainConfig, policy: Any | None = None) -> Path:
         metrics["perf/tokens_generated"] = float(rb.tokens_generated())
 
         # CREDIT (over the global batch: CCPO's running statistics are batch-global)
-        local = rb.credit_batch(gate)
+        local = rb.credit_batch(gate, group_offset=ctx.rank * len(tasks))  # group ids unique across ranks
         global_batch = CreditBatch(ctx.gather_rows(local.team_reward), ctx.gather_rows(local.removed_reward),
-                                   ctx.gather_rows(local.finished), gate)
+                                   ctx.gather_rows(local.finished), gate, ctx.gather_rows(local.group_ids))
         rewards, credit_state = algo.credit(global_batch, credit_state, credit_cfg)  # (world·E, A)
         rewards = rewards[ctx.rank * E:(ctx.rank + 1) * E]  # (E, A) this rank's episodes
 
-        # ADVANTAGE
+        # ADVANTAGE (on the trainer's device, like every tensor of the update)
         t0 = time.perf_counter()
-        values = None
+        dev_stage, values = stage.to(team.device), None
         if algo.needs_critic:
             flat = team.values(critic_prompts(team, rb), cfg.micro_batch)  # (E·S,), with grad for the update
             stage_values = flat.view(len(rb), -1)
-            values = stage_values.detach()[:, stage]
-        adv, returns = algo.advantage(rewards, rb.group_ids, values, stage, adv_cfg)  # (E, A)
+            values = stage_values.detach()[:, dev_stage]
+        adv, returns = algo.advantage(rewards.to(team.device), rb.group_ids.to(team.device), values, dev_stage,
+                                      adv_cfg)  # (E, A)
 
         # UPDATE
         trained = roles_to_train(cfg, step, agents)
@@ -361,6 +429,9 @@ def train(cfg: TrainConfig, policy: Any | None = None) -> Path:
             j = agents.index(r)
             metrics.update(update_role(team, r, optimizers[r], schedulers[r], [t[r] for t in rb.turns],
                                        adv[:, j], cfg, loss_cfg, ctx))
+        metrics["policy/engine_log_ratio"] = sum(metrics[f"policy/engine_log_ratio_{r}"] for r in trained) / len(trained)
+        metrics["policy/engine_log_ratio_abs"] = sum(
+            metrics[f"policy/engine_log_ratio_abs_{r}"] for r in trained) / len(trained)
         if algo.needs_critic:
             first = [int((stage == s).nonzero()[0]) for s in range(stage_values.shape[1])]
             target = returns[:, first].to(torch.float32)

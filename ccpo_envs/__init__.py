@@ -10,6 +10,7 @@ No torch here: ``import ccpo_envs`` works with only the core dependencies instal
 from ccpo_envs.aggregate import Outcome, answer_of, group_answers, plurality
 from ccpo_envs.check import check_env
 from ccpo_envs.env import TeamAECEnv, TeamParallelEnv
+from ccpo_envs.episode import TRUNCATION_RULES, TruncatedMessage
 from ccpo_envs.registry import ENVS, make, register_env
 from ccpo_envs.sources import (
     HUB_SPECS,
@@ -52,9 +53,11 @@ __all__ = [
     "ReasoningGymVerifier",
     "Task",
     "TaskSource",
+    "TRUNCATION_RULES",
     "TeamAECEnv",
     "TeamParallelEnv",
     "Topology",
+    "TruncatedMessage",
     "Turn",
     "Verifier",
     "answer_of",

@@ -41,7 +41,18 @@ key                         meaning
 ``tie``, ``votes``          vote only: tied plurality, group sizes
 ``messages``                ``{agent: text}`` of the joint episode
 ``messages_removed``        ``{k: {agent: text}}`` of the counterfactual re-runs
+``truncation``              the env's truncation rule (``episode``, ``turn`` or ``off``)
+``truncated``               ``{agent: bool}``: its joint message was cut at the generation limit
+``truncated_removed``       ``{k: {agent: bool}}`` for the counterfactual re-runs
+``skipped``                 agents whose joint turn was not played (their world had ended)
 ==========================  ==========================================================================
+
+**Truncation** (``truncation=`` at construction; SPEC "Truncation"). The rollout tells the env that a message was
+cut at the generation limit by passing it as :class:`~ccpo_envs.episode.TruncatedMessage` (a ``str``). Under
+``episode`` (default; the reference code's one finish flag per episode) a truncated message ends the world it
+belongs to: that world's later stages are skipped (a truncated thinker: the joint reasoner never runs) and its
+outcome is 0 (``reward_joint = 0``; ``R_¬k = 0`` for a counterfactual world with a truncated message). Agents of
+the same stage still act. Under ``turn`` and ``off`` every turn runs and scores as usual; the algorithms decide.
 
 During an episode ``infos[agent]`` holds ``task_id``, ``turn`` and ``removed`` (the world of its pending turn).
 
@@ -61,7 +72,7 @@ from gymnasium.utils import seeding
 from pettingzoo import AECEnv, ParallelEnv
 from pettingzoo.utils.wrappers import BaseWrapper
 
-from ccpo_envs.episode import Episode
+from ccpo_envs.episode import TRUNCATION_RULES, Episode
 from ccpo_envs.sources import TaskSource, task_verifier
 from ccpo_envs.task import Task
 from ccpo_envs.topology import Topology, turn_plan
@@ -103,9 +114,12 @@ class _TeamBase:
     """What both API classes share: spaces, task choice, observations, final infos."""
 
     def _setup(self, topology: Topology, source: TaskSource, max_message_chars: int, max_observation_chars: int,
-               max_action_chars: int, render_mode: str | None) -> None:
+               max_action_chars: int, render_mode: str | None, truncation: str) -> None:
         if render_mode not in (None, "human", "ansi"):
             raise ValueError(f"render_mode={render_mode!r}: use None, 'human' or 'ansi'")
+        if truncation not in TRUNCATION_RULES:
+            raise ValueError(f"truncation={truncation!r}: use one of {TRUNCATION_RULES}")
+        self.truncation = truncation
         if len(source) < 1:
             raise ValueError("the task source is empty")
         self.topology, self.source = topology, source
@@ -146,7 +160,8 @@ class _TeamBase:
             task = self.source[int(index)]
         elif not isinstance(task, Task):
             raise TypeError(f"options['task'] must be a ccpo_envs.Task, got {type(task).__name__}")
-        self.episode = Episode(self.topology, task, task_verifier(self.source, task), self.max_message_chars)
+        self.episode = Episode(self.topology, task, task_verifier(self.source, task), self.max_message_chars,
+                               self.truncation)
 
     def _obs(self, agent: str, active: bool) -> dict[str, Any]:
         ep = self.episode
@@ -192,14 +207,17 @@ class TeamAECEnv(_TeamBase, AECEnv):
         max_observation_chars: observation text is cut to this length.
         max_action_chars: longest string the action space samples (longer actions are still accepted).
         render_mode: ``None``, ``"human"`` (print) or ``"ansi"`` (return the transcript).
+        truncation: ``episode`` (default), ``turn`` or ``off`` (see the module docstring).
     """
 
     metadata = {"name": "team_aec", "render_modes": ["human", "ansi"], "is_parallelizable": False}
 
     def __init__(self, topology: Topology, source: TaskSource, max_message_chars: int = 8192,
-                 max_observation_chars: int = 32768, max_action_chars: int = 1024, render_mode: str | None = None):
+                 max_observation_chars: int = 32768, max_action_chars: int = 1024, render_mode: str | None = None,
+                 truncation: str = "episode"):
         super().__init__()
-        self._setup(topology, source, max_message_chars, max_observation_chars, max_action_chars, render_mode)
+        self._setup(topology, source, max_message_chars, max_observation_chars, max_action_chars, render_mode,
+                    truncation)
         self.metadata = {**self.metadata, "name": f"{topology.name}_aec"}
 
     def reset(self, seed: int | None = None, options: dict | None = None) -> None:
@@ -250,8 +268,10 @@ class TeamParallelEnv(_TeamBase, ParallelEnv):
     metadata = {"name": "team_parallel", "render_modes": ["human", "ansi"], "is_parallelizable": True}
 
     def __init__(self, topology: Topology, source: TaskSource, max_message_chars: int = 8192,
-                 max_observation_chars: int = 32768, max_action_chars: int = 1024, render_mode: str | None = None):
-        self._setup(topology, source, max_message_chars, max_observation_chars, max_action_chars, render_mode)
+                 max_observation_chars: int = 32768, max_action_chars: int = 1024, render_mode: str | None = None,
+                 truncation: str = "episode"):
+        self._setup(topology, source, max_message_chars, max_observation_chars, max_action_chars, render_mode,
+                    truncation)
         self.metadata = {**self.metadata, "name": f"{topology.name}_parallel"}
         self.agents: list[str] = []
 

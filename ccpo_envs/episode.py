@@ -7,9 +7,23 @@ from __future__ import annotations
 
 from typing import Any
 
+from ccpo_envs.aggregate import Outcome
 from ccpo_envs.task import Task
 from ccpo_envs.topology import Topology, Turn, downstream, turn_plan
 from ccpo_envs.verify import Verifier, safe_equivalent, safe_extract, safe_score_answer
+
+#: How a truncated turn (a message cut at the generation limit) counts. ``episode`` (default; the reference code's
+#: one finish flag per episode): the world it belongs to ends - its later stages are skipped and its outcome is 0.
+#: ``turn``: the episode goes on and scores as usual (algorithms zero only that agent's reward). ``off``: as ``turn``
+#: (algorithms keep the reward too; for debugging).
+TRUNCATION_RULES = ("episode", "turn", "off")
+
+
+class TruncatedMessage(str):
+    """An action string that was cut at the generation limit (finish reason ``length``).
+
+    Pass it instead of a plain ``str`` so the env applies its ``truncation`` rule: ``env.step(TruncatedMessage(t))``.
+    """
 
 
 class Episode:
@@ -20,15 +34,23 @@ class Episode:
         task: the task.
         verifier: scores answers to ``task``.
         max_message_chars: an agent's message is cut to this many characters where another agent reads it.
+        truncation: one of :data:`TRUNCATION_RULES`.
     """
 
-    def __init__(self, topo: Topology, task: Task, verifier: Verifier, max_message_chars: int = 8192):
+    def __init__(self, topo: Topology, task: Task, verifier: Verifier, max_message_chars: int = 8192,
+                 truncation: str = "episode"):
+        if truncation not in TRUNCATION_RULES:
+            raise ValueError(f"truncation={truncation!r}: use one of {TRUNCATION_RULES}")
         self.topo, self.task, self.verifier = topo, task, verifier
         self.max_message_chars = max_message_chars
+        self.truncation = truncation
         self.turns: tuple[Turn, ...] = turn_plan(topo)
         self.cursor = 0
         self.messages: dict[tuple[str | None, str], str] = {}
+        self.truncated: set[tuple[str | None, str]] = set()  # message keys cut at the generation limit
+        self.skipped: set[int] = set()  # turn indices not played: their world had ended (``episode`` rule)
         self._down = {k: set(downstream(topo, k)) for k in topo.removable}
+        self._stage = {(t.removed, t.agent): t.stage for t in self.turns}
         self._score_cache: dict[str, float] = {}
 
     # ------------------------------------------------------------------------------------------------ turns
@@ -60,10 +82,29 @@ class Episode:
         return last
 
     def record(self, text: str) -> None:
-        """Record ``text`` as the current turn's message and advance."""
+        """Record ``text`` as the current turn's message and advance (past turns of worlds that have ended)."""
         t = self.turns[self.cursor]
-        self.messages[(t.removed, t.agent)] = text
+        key = (t.removed, t.agent)
+        self.messages[key] = str(text)
+        if isinstance(text, TruncatedMessage):
+            self.truncated.add(key)
         self.cursor += 1
+        while not self.done and self.world_ended(self.turns[self.cursor].removed, self.turns[self.cursor].stage):
+            self.skipped.add(self.cursor)
+            self.cursor += 1
+
+    def _world_keys(self, removed: str | None) -> list[tuple[str | None, str]]:
+        """Keys of the messages that make up the world without ``removed`` (``None``: the joint episode)."""
+        if removed is None:
+            return [(None, a) for a in self.topo.agents]
+        return [(removed, a) if a in self._down[removed] else (None, a) for a in self.topo.agents if a != removed]
+
+    def world_ended(self, removed: str | None, before_stage: float = float("inf")) -> bool:
+        """Under the ``episode`` rule: whether a message of this world from a stage before ``before_stage`` was
+        truncated (the world ended there; its later turns are skipped and it scores 0)."""
+        if self.truncation != "episode":
+            return False
+        return any(k in self.truncated and self._stage[k] < before_stage for k in self._world_keys(removed))
 
     # ------------------------------------------------------------------------------------------------ views
     def ready(self, index: int) -> bool:
@@ -106,15 +147,20 @@ class Episode:
         return {a: safe_extract(self.verifier, self.message(a, removed))
                 for a in self.topo.agents if a != removed}
 
+    def _aggregate(self, removed: str | None, answers: dict[str, str | None]) -> Outcome:
+        if self.world_ended(removed):
+            return Outcome(None, 0.0)
+        return self.topo.aggregator(answers, self._correct, self._same)
+
     def outcome(self) -> dict[str, Any]:
         """Everything the algorithms need, under the keys documented in :mod:`ccpo_envs.env`."""
         assert self.done, "outcome() before the episode ended"
         answers = self._answers(None)
-        joint = self.topo.aggregator(answers, self._correct, self._same)
+        joint = self._aggregate(None, answers)
         removed_reward, removed_answer, removed_answers = {}, {}, {}
         for k in self.topo.removable:
             ans_k = self._answers(k)
-            out_k = self.topo.aggregator(ans_k, self._correct, self._same)
+            out_k = self._aggregate(k, ans_k)
             removed_reward[k], removed_answer[k], removed_answers[k] = out_k.reward, out_k.team_answer, ans_k
         return {
             "task_id": self.task.task_id,
@@ -130,5 +176,11 @@ class Episode:
             "tie": joint.tie,
             "votes": joint.votes,
             "messages": {a: self.messages.get((None, a), "") for a in self.topo.agents},
-            "messages_removed": {k: {a: self.messages[(k, a)] for a in self._down[k]} for k in self.topo.removable},
+            "messages_removed": {k: {a: self.messages.get((k, a), "") for a in self._down[k]}
+                                 for k in self.topo.removable},
+            "truncation": self.truncation,
+            "truncated": {a: (None, a) in self.truncated for a in self.topo.agents},
+            "truncated_removed": {k: {a: (k, a) in self.truncated for a in self._down[k]} for k in self.topo.removable},
+            "skipped": [a for a in self.topo.agents if any(
+                i in self.skipped for i, t in enumerate(self.turns) if t.agent == a and t.removed is None)],
         }

@@ -12,7 +12,7 @@ from ccpo_envs.env import TeamAECEnv, TeamParallelEnv, TextActionWrapper
 from ccpo_envs.sources import TaskSource, make_source
 from ccpo_envs.topology import Topology, dyad, vote
 
-_ENV_KEYS = ("max_message_chars", "max_observation_chars", "max_action_chars", "render_mode")
+_ENV_KEYS = ("max_message_chars", "max_observation_chars", "max_action_chars", "render_mode", "truncation")
 
 
 def resolve_source(source: str | TaskSource = "math", split: str = "train", seed: int = 0, size: int = 1000,
@@ -44,7 +44,8 @@ def dyad_raw_env(counterfactual: bool = True, labels: dict[str, str] | None = No
         counterfactual: play the "thinker removed" turn (``reasoner_0`` answers the bare question) at the end.
         labels: heading of the thinker's message in the reasoner's prompt (default ``Instruction``).
         **kwargs: ``source``, ``split``, ``seed``, ``size`` (and source options) for the tasks; env options
-            ``max_message_chars``, ``max_observation_chars``, ``max_action_chars``, ``render_mode``.
+            ``max_message_chars``, ``max_observation_chars``, ``max_action_chars``, ``render_mode``,
+            ``truncation`` (``episode``, ``turn`` or ``off``; see :mod:`ccpo_envs.env`).
     """
     env_kw, src_kw = _split_kwargs(kwargs)
     return TeamAECEnv(dyad_topology(counterfactual, labels), resolve_source(**src_kw), **env_kw)

@@ -38,8 +38,8 @@ def _max_diff(engine, team, role, reqs):
     return torch.cat(diffs).mean().item(), torch.cat(diffs).max().item()
 
 
-#: Stated tolerance (nats) of vLLM (bf16 engine; it also casts LoRA weights to bf16) vs transformers (bf16 base,
-#: fp32 adapters) token log-probs: mean over tokens, and worst single token.
+#: Stated tolerance (nats) of vLLM vs transformers token log-probs (same dtype per hardware on both sides; on a
+#: bf16 machine vLLM also casts LoRA weights to bf16): mean over tokens, and worst single token.
 LOGPROB_MEAN_TOL, LOGPROB_MAX_TOL = 0.02, 0.25
 
 
@@ -53,6 +53,30 @@ def test_vllm_logprobs_match_transformers_before_and_after_sync(vllm_engine, tea
     vllm_engine.load_adapter("reasoner_0", team.save_adapter("reasoner_0", tmp_path / "reasoner_0"))
     mean, mx = _max_diff(vllm_engine, team, "reasoner_0", reqs)
     assert mean < LOGPROB_MEAN_TOL and mx < LOGPROB_MAX_TOL, (mean, mx)
+
+
+@pytest.mark.parametrize("temperature", [0.5])  # the CPU preset's T
+def test_engine_and_trainer_logprobs_are_those_of_the_sampling_temperature(vllm_engine, team, temperature):
+    """vLLM (processed_logprobs) and the trainer (log_softmax(logits / T)) agree at the temperature that sampled,
+    and disagree when the trainer ignores T: the update is the gradient of the policy that sampled."""
+    reqs = [Request("thinker_0", f"Plan how to compute {i} * {i + 2}.", seed=i) for i in range(4)]
+    out = vllm_engine.generate(reqs, SamplingConfig(temperature=temperature, max_tokens=24, n=2))
+    cs = [c for cc in out for c in cc]
+
+    def diff(t):
+        with torch.no_grad():
+            lp, _ = team.token_logprobs("thinker_0", [c.prompt_ids for c in cs], [c.completion_ids for c in cs],
+                                        temperature=t)
+        d = torch.cat([(lp[i, :len(c.logprobs)] - torch.tensor(c.logprobs)).abs() for i, c in enumerate(cs)])
+        return d.mean().item(), d.max().item()
+
+    team.use("thinker_0")
+    vllm_engine.use_base("thinker_0")
+    with team.model.disable_adapter():  # the engine serves the bare base for this role
+        mean, mx = diff(temperature)
+        ignored, _ = diff(1.0)
+    assert mean < LOGPROB_MEAN_TOL and mx < LOGPROB_MAX_TOL, (mean, mx)
+    assert ignored > 5 * LOGPROB_MEAN_TOL, "T = 1 log-probs of a T != 1 sample must not pass as the behaviour policy"
 
 
 def test_two_roles_adapters_give_different_outputs_from_one_engine(vllm_engine, team, tmp_path):

@@ -212,3 +212,77 @@ def test_import_ccpo_envs_without_torch():
 def test_public_api_is_exported():
     for name in ccpo_envs.__all__:
         assert hasattr(ccpo_envs, name)
+
+
+# ---------------------------------------------------------------------------------------------- truncation
+
+def _play_dyad_with(env, task, actions):
+    """Play the dyad; ``actions[(agent, cf)]`` is the action (a str or a TruncatedMessage). Returns the agents in
+    the order they acted, and the final infos."""
+    env.reset(seed=0, options={"task": task})
+    order = []
+    for agent in env.agent_iter():
+        obs, _, term, trunc, info = env.last()
+        if term or trunc:
+            env.step(None)
+            continue
+        cf = int(obs["observation"][1])
+        order.append((agent, cf))
+        env.step(actions[(agent, cf)])
+    return order, info
+
+
+@pytest.mark.parametrize("api", ["aec", "parallel"])
+def test_truncated_thinker_ends_the_joint_episode_under_the_episode_rule(api):
+    """The reference: a truncated thinker ends the episode before the reasoner runs (R_joint = 0); the solo run,
+    which does not read the thinker, still happens. Under ``turn`` the reasoner runs on the cut plan."""
+    from ccpo_envs import TruncatedMessage
+
+    task = Task("What is 2+3?", "5")
+    acts = {("thinker_0", 0): TruncatedMessage("Add the two num"), ("reasoner_0", 0): "\\boxed{5}",
+            ("reasoner_0", 1): "\\boxed{5}"}
+    if api == "aec":
+        order, info = _play_dyad_with(dyad_v0.env(**SMALL), task, acts)
+        assert order == [("thinker_0", 0), ("reasoner_0", 1)]  # the joint reasoner turn was skipped
+    else:
+        env = dyad_v0.parallel_env(**SMALL)
+        obs, _ = env.reset(seed=0, options={"task": task})
+        while env.agents:
+            acting = [a for a in env.agents if obs[a]["observation"][0]]
+            obs, _, _, _, infos = env.step({a: acts[(a, int(obs[a]["observation"][1]))] for a in acting})
+        info = infos["reasoner_0"]
+    assert info["reward_joint"] == 0.0 and info["reward_removed"] == {"thinker_0": 1.0}
+    assert info["truncated"] == {"thinker_0": True, "reasoner_0": False} and info["skipped"] == ["reasoner_0"]
+    assert info["truncation"] == "episode"
+    order, info = _play_dyad_with(dyad_v0.env(truncation="turn", **SMALL), task, acts)
+    assert order == [("thinker_0", 0), ("reasoner_0", 0), ("reasoner_0", 1)]
+    assert info["reward_joint"] == 1.0 and info["skipped"] == []
+
+
+def test_truncated_reasoner_scores_zero_under_episode_but_not_turn():
+    from ccpo_envs import TruncatedMessage
+
+    task = Task("What is 2+3?", "5")
+    acts = {("thinker_0", 0): "Add.", ("reasoner_0", 0): TruncatedMessage("\\boxed{5} and then"),
+            ("reasoner_0", 1): TruncatedMessage("\\boxed{5}")}
+    _, info = _play_dyad_with(dyad_v0.env(**SMALL), task, acts)
+    assert info["reward_joint"] == 0.0 and info["reward_removed"]["thinker_0"] == 0.0
+    assert info["truncated_removed"] == {"thinker_0": {"reasoner_0": True}}
+    _, info = _play_dyad_with(dyad_v0.env(truncation="turn", **SMALL), task, acts)
+    assert info["reward_joint"] == 1.0 and info["reward_removed"]["thinker_0"] == 1.0
+
+
+def test_truncated_voter_ends_only_the_worlds_that_contain_it():
+    from ccpo_envs import TruncatedMessage
+
+    env = vote_v0.parallel_env(n=3, **SMALL)
+    env.reset(options={"task": Task("What is 2+3?", "5")})
+    _, _, _, _, infos = env.step({"voter_0": "\\boxed{5}", "voter_1": TruncatedMessage("\\boxed{5}"),
+                                  "voter_2": "\\boxed{4}"})
+    info = infos["voter_0"]
+    assert info["reward_joint"] == 0.0  # the joint vote contains a truncated answer
+    assert info["reward_removed"]["voter_1"] == 0.5  # without voter_1: a 1-1 tie, expected correctness 0.5
+    assert info["reward_removed"]["voter_0"] == 0.0 and info["reward_removed"]["voter_2"] == 0.0
+    assert info["answers"]["voter_1"] == "5" and info["skipped"] == []  # same-stage agents still act
+    with pytest.raises(ValueError, match="truncation"):
+        vote_v0.parallel_env(truncation="sometimes", **SMALL)

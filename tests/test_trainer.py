@@ -31,7 +31,7 @@ CASES = [(algo, env) for algo in ("ccpo", "grpo", "mappo") for env in ("dyad_v0"
 def _cfg(tiny_model, tmp_path, **kw):
     base = dict(model=tiny_model, task="parity_stub", out_dir=str(tmp_path), progress=False, tensorboard=False,
                 train_size=16, eval_size=4, max_tokens=12, lr=1e-2, warmup_steps=1,
-                mask_truncated=False)  # a random model almost never stops within 12 tokens
+                truncation="off")  # a random model almost never stops within 12 tokens
     return preset("smoke", **{**base, **kw})
 
 
@@ -199,7 +199,7 @@ def test_bench_suite_writes_table_plots_and_report(tiny_model, vllm_engine, tmp_
     from benchmarks.suite import BenchConfig, report, run_suite
 
     bc = BenchConfig(preset="smoke", out_dir=str(tmp_path), model=tiny_model, ablations=("no_history",),
-                     extra={"task": "parity_stub", "mask_truncated": False, "progress": False, "eval_samples": 2})
+                     extra={"task": "parity_stub", "truncation": "off", "progress": False, "eval_samples": 2})
     out = run_suite(bc, policy=vllm_engine)
     res = json.loads((out / "results.json").read_text())
     sampled = "eval_sampled/charts/accuracy_joint"
