@@ -152,7 +152,7 @@ def test_cli_help_and_errors():
         assert field in out.stdout
     bad = subprocess.run([sys.executable, "-m", "ccpo_algos.cli", "train", "--schedule", "random"],
                          capture_output=True, text=True, timeout=120)
-    assert bad.returncode == 2 and "choose alternate or simultaneous" in bad.stderr
+    assert bad.returncode == 2 and "choose one of ['alternate', 'alternate_v2', 'simultaneous']" in bad.stderr
     ev = subprocess.run([sys.executable, "-m", "ccpo_algos.cli", "eval", "/no/such/run"], capture_output=True,
                         text=True, timeout=120)
     assert ev.returncode == 2 and "not a run folder" in ev.stderr
@@ -237,7 +237,7 @@ def test_data_parallel_two_cpu_ranks_on_gloo(tiny_model, tmp_path):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
            "-m", "ccpo_algos.cli", "train", "--preset", "smoke", "--model", tiny_model, "--plugins", "parity_plugin",
            "--task", "parity_stub", "--prompts-per-step", "2", "--steps", "2", "--schedule", "simultaneous",
-           "--lr", "0.01", "--max-tokens", "12", "--no-mask-truncated", "--no-progress", "--no-tensorboard",
+           "--lr", "0.01", "--max-tokens", "12", "--truncation", "off", "--no-progress", "--no-tensorboard",
            "--out-dir", str(tmp_path), "--name", "dp"]
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
     assert out.returncode == 0, out.stderr[-3000:]
