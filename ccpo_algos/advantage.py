@@ -116,13 +116,14 @@ def mappo_advantage(rewards: Tensor, group_ids: Tensor, values: Tensor | None, s
         raise ValueError("MAPPO's terminal reward is the team reward: every agent column must hold R_joint "
                          "(use credit.team_credit)")
     E = rewards.shape[0]
-    S = int(stage.max()) + 1
-    first_of_stage = [int((stage == s).nonzero()[0]) for s in range(S)]
+    layout = [int(x) for x in stage.tolist()]  # (A,) stage of each agent: layout, not data (host ints)
+    S = max(layout) + 1
+    first_of_stage = [layout.index(s) for s in range(S)]
     stage_values = values[:, first_of_stage].to(torch.float64)
     stage_rewards = torch.zeros(E, S, dtype=torch.float64, device=r.device)
     stage_rewards[:, S - 1] = r[:, 0]
     adv_s, ret_s = gae_advantages(stage_rewards, stage_values, cfg.gamma, cfg.lam)
-    adv, ret = adv_s[:, stage], ret_s[:, stage]
+    adv, ret = adv_s[:, layout], ret_s[:, layout]
     if cfg.normalize_batch and E > 1:  # per agent column
         adv = (adv - adv.mean(dim=0, keepdim=True)) / (adv.std(dim=0, keepdim=True) + cfg.eps)
     return adv, ret

@@ -190,7 +190,8 @@ def policy_step(team: HFTeam, role: str, opt: torch.optim.Optimizer, turns: list
             comps = [turns[e].completion_ids for e in mb]
             lp, mask = team.token_logprobs(role, prompts, comps, cfg.micro_batch, temperature=cfg.temperature)
             engine = _pad([turns[e].logprobs for e in mb], lp.shape[1], dev)
-            trainer_old = lp.detach() if before is None else _pad([before[e].tolist() for e in mb], lp.shape[1], dev)
+            trainer_old = lp.detach() if before is None else torch.stack(
+                [torch.nn.functional.pad(before[e], (0, lp.shape[1] - before[e].shape[0])) for e in mb])
             old = trainer_old if cfg.pi_old == "trainer" else engine
             ref = team.token_logprobs(role, prompts, comps, cfg.micro_batch, reference=True,
                                       temperature=cfg.temperature)[0] if loss_cfg.kl_coef > 0 else None
@@ -415,13 +416,13 @@ def train(cfg: TrainConfig, policy: Any | None = None) -> Path:
 
         # ADVANTAGE (on the trainer's device, like every tensor of the update)
         t0 = time.perf_counter()
-        dev_stage, values = stage.to(team.device), None
+        values = None
         if algo.needs_critic:
             flat = team.values(critic_prompts(team, rb), cfg.micro_batch)  # (E·S,), with grad for the update
             stage_values = flat.view(len(rb), -1)
-            values = stage_values.detach()[:, dev_stage]
-        adv, returns = algo.advantage(rewards.to(team.device), rb.group_ids.to(team.device), values, dev_stage,
-                                      adv_cfg)  # (E, A)
+            values = stage_values.detach()[:, stage.tolist()]
+        adv, returns = algo.advantage(rewards.to(team.device), rb.group_ids.to(team.device), values, stage,
+                                      adv_cfg)  # (E, A); ``stage`` is layout (host ints)
 
         # UPDATE
         trained = roles_to_train(cfg, step, agents)
@@ -433,7 +434,7 @@ def train(cfg: TrainConfig, policy: Any | None = None) -> Path:
         metrics["policy/engine_log_ratio_abs"] = sum(
             metrics[f"policy/engine_log_ratio_abs_{r}"] for r in trained) / len(trained)
         if algo.needs_critic:
-            first = [int((stage == s).nonzero()[0]) for s in range(stage_values.shape[1])]
+            first = [stage.tolist().index(s) for s in range(stage_values.shape[1])]
             target = returns[:, first].to(torch.float32)
             vl = value_loss(stage_values, stage_values.detach(), target, cfg.value_clip)
             optimizers[CRITIC].zero_grad(set_to_none=True)
