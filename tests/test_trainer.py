@@ -1,6 +1,7 @@
 """The trainer end to end on the tiny model through real vLLM (CPU), the credit on scripted teams, resume, CLI."""
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -20,7 +21,7 @@ from ccpo_algos.algorithms import ALGORITHMS
 from ccpo_algos.config import preset
 from ccpo_algos.credit import CreditConfig
 from ccpo_algos.rollout import collect, team_layout
-from ccpo_algos.trainer import batch_indices, evaluate_run, read_metrics, roles_to_train, train
+from ccpo_algos.trainer import batch_indices, evaluate_run, mini_batches, read_metrics, roles_to_train, train
 
 
 import parity_plugin  # noqa: F401,E402 - registers the parity_stub task source
@@ -54,6 +55,10 @@ def test_every_algorithm_and_topology_trains_two_steps(algo, env, tiny_model, vl
         assert all(torch.isfinite(torch.tensor(v)) for v in losses.values()), losses
     for a in agents:
         assert any(r[f"grad_norm/{a}"] > 0 for r in rows), f"{a} never got a gradient"
+        # pi_old = the trainer's log-probs (one optimiser step per rollout): the ratio is exactly 1 ...
+        assert all(r[f"policy/ratio_{a}"] == 1.0 for r in rows)
+    # ... and the engine's behaviour log-probs, at the same temperature, agree with them (stated tolerance, nats)
+    assert all(abs(r["policy/engine_log_ratio"]) < 0.02 and r["policy/engine_log_ratio_abs"] < 0.02 for r in rows)
     init = HFTeam(tiny_model, agents, LoraSpec(cfg.lora_r, cfg.lora_alpha), cfg.dtype, seed=cfg.seed)
     for a in agents:
         trained = _adapter(run / "checkpoints" / "step_000002" / "adapters" / a)
@@ -113,6 +118,47 @@ class _NeedsPlan:
         return out
 
 
+class TruncatingPolicyDouble:
+    """Test double for a model that runs out of tokens: wraps a scripted policy and marks one role's completions
+    as cut at the generation limit (finish reason ``length``)."""
+
+    def __init__(self, inner, role):
+        self.inner, self.role = inner, role
+
+    def generate(self, requests, sampling):
+        out = self.inner.generate(requests, sampling)
+        for r, cs in zip(requests, out):
+            for c in cs:
+                if r.role == self.role:
+                    c.finish_reason = "length"
+        return out
+
+
+def test_rollout_applies_the_episode_truncation_rule():
+    """A truncated thinker ends the joint episode: the reasoner's joint turn is never generated (a ``skipped``
+    placeholder that trains nothing), R_joint = 0, the solo run still plays, and every agent's credit is 0."""
+    src = ccpo_envs.make_source("arith_easy", size=20)
+    gold = {src[i].question: src[i].answer for i in range(20)}
+    calls = []
+
+    class Recording(PerRolePolicy):
+        def generate(self, requests, sampling):
+            calls.extend((r.role, "Instruction" in r.text) for r in requests)
+            return super().generate(requests, sampling)
+
+    inner = Recording({"thinker_0": ConstantPolicy("PLAN"), "reasoner_0": OraclePolicy(gold.get)})
+    rb, (_, gate) = _scripted_batch("dyad_v0", TruncatingPolicyDouble(inner, "thinker_0"))
+    assert ("reasoner_0", True) not in calls and ("reasoner_0", False) in calls  # no joint turn, solo played
+    assert all(t["reasoner_0"].finish_reason == "skipped" and not t["reasoner_0"].completion_ids for t in rb.turns)
+    cb = rb.credit_batch(gate)
+    assert torch.all(cb.team_reward == 0) and torch.all(cb.removed_reward[:, 0] == 1)
+    for algo in ("ccpo", "grpo", "difference"):
+        r, _ = ALGORITHMS[algo].credit(cb, None, CreditConfig())
+        assert torch.all(r == 0), algo
+    rb, _ = _scripted_batch("dyad_v0", TruncatingPolicyDouble(inner, "thinker_0"), truncation="turn")
+    assert all(i["reward_joint"] == 1.0 for i in rb.infos)  # the reasoner ran on the cut plan
+
+
 def test_non_pivotal_voter_gets_zero_credit():
     src = ccpo_envs.make_source("arith_easy", size=20)
     gold = {src[i].question: src[i].answer for i in range(20)}
@@ -128,6 +174,10 @@ def test_non_pivotal_voter_gets_zero_credit():
 def test_schedule_and_data_order():
     cfg = preset(None, switch_every=10)
     assert [roles_to_train(cfg, s, ["t", "r"])[0] for s in (1, 9, 10, 19, 20)] == ["t", "t", "r", "r", "t"]
+    v2 = preset(None, switch_every=10, schedule="alternate_v2")  # (step - 1) // P: blocks of exactly P from step 1
+    assert [roles_to_train(v2, s, ["t", "r"])[0] for s in (1, 10, 11, 20, 21)] == ["t", "t", "r", "r", "t"]
+    assert mini_batches([0, 1, 2, 3, 5, 6, 7], group_size=2, prompts_per_mini_batch=2) == [[0, 1, 2, 3], [5, 6, 7]]
+    assert mini_batches([0, 1, 2], group_size=2, prompts_per_mini_batch=0) == [[0, 1, 2]]
     assert roles_to_train(preset(None, schedule="simultaneous"), 3, ["a", "b"]) == ["a", "b"]
     a = [i for s in range(1, 6) for i in batch_indices(0, s, 4, 10)]
     assert sorted(a[:10]) == list(range(10)) and a == [i for s in range(1, 6) for i in batch_indices(0, s, 4, 10)]
@@ -165,6 +215,22 @@ def _cli_train(args, env):
 
 def _comparable(rows):
     return [{k: v for k, v in r.items() if not k.startswith("perf/")} for r in rows]
+
+
+@pytest.mark.slow
+def test_released_recipe_trains_with_gspo_mini_batches(tiny_model, vllm_engine, tmp_path):
+    """ccpo_v2 with the reference's GSPO band and two PPO mini-batches per rollout: the first mini-batch sees
+    ratio 1 (pi_old = the trainer's log-probs before the step), the second sees the policy moved by the first."""
+    cfg = _cfg(tiny_model, tmp_path, algo="ccpo_v2", env="dyad_v0", name="v2", loss="gspo", clip_eps=3e-4,
+               clip_eps_high=4e-4, log_ratio_clip=10.0, dual_clip=None, ppo_mini_batch=1, schedule="alternate_v2",
+               switch_every=1, group_size=4)
+    rows = read_metrics(train(cfg, policy=vllm_engine))
+    assert [r["step"] for r in rows] == [1, 2]
+    assert "losses/policy_thinker_0" in rows[0] and "losses/policy_reasoner_0" in rows[1]  # alternate_v2, P = 1
+    for r, role in zip(rows, ("thinker_0", "reasoner_0")):
+        assert math.isfinite(r[f"losses/policy_{role}"]) and r[f"grad_norm/{role}"] > 0
+        assert r[f"policy/ratio_{role}"] != 1.0  # mean over the two mini-batches: the second one moved
+        assert r[f"policy/clip_frac_{role}"] > 0  # a 4e-4 band clips once the policy has moved
 
 
 @pytest.mark.slow
