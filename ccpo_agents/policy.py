@@ -30,6 +30,24 @@ DEFAULT_ROLE_PROMPTS: dict[str, str] = {
     "agent": REASONER_PROMPT,
 }
 
+#: The released recipe's prompts (bhai114/ccpo ``CCPO/examples/gspo_trainer/two_model/prompt_templates.py``,
+#: ``build_*_chat``). A ``<kind>/removed`` key is the system prompt of that kind's counterfactual re-runs (the
+#: solver's solo run has its own).
+RELEASED_ROLE_PROMPTS: dict[str, str] = {
+    "thinker": ("You are a math thinker. Read the problem carefully and write ONLY the solving thought, key "
+                "observations, and the high-level approach. Do NOT compute or reveal the final numerical answer. Do "
+                "NOT use a \\boxed{...} expression. Stop right before you would state the final answer."),
+    "reasoner": ("You are a math solver. You are given a problem and a thinker's thought. Use the thought as guidance "
+                 "to write the final solution and state the final answer in a \\boxed{...} expression on the last "
+                 "line."),
+    "reasoner/removed": ("You are a math solver. Solve the given problem directly and state the final answer in a "
+                         "\\boxed{...} expression on the last line."),
+}
+RELEASED_ROLE_PROMPTS["voter"] = RELEASED_ROLE_PROMPTS["agent"] = RELEASED_ROLE_PROMPTS["reasoner/removed"]
+
+#: Prompt sets by template name (``TrainConfig.template``).
+ROLE_PROMPT_SETS: dict[str, dict[str, str]] = {"v1": DEFAULT_ROLE_PROMPTS, "v2": RELEASED_ROLE_PROMPTS}
+
 
 def role_kind(agent: str) -> str:
     """``thinker_0`` -> ``thinker``."""
@@ -93,12 +111,14 @@ class Request:
     """A prompt for one role: the user text (an env observation); the system prompt comes from the role.
 
     ``seed`` (optional) fixes this request's sampling, so rollouts do not depend on the engine's history (exact
-    resume); backends without per-request seeds ignore it.
+    resume); backends without per-request seeds ignore it. ``removed`` names the removed agent when this is a
+    counterfactual re-run (it selects a ``<kind>/removed`` system prompt where one is defined).
     """
 
     role: str
     text: str
     seed: int | None = None
+    removed: str | None = None
 
 
 class Policy(Protocol):
@@ -120,20 +140,22 @@ class ChatFormatter:
     tokenizer: Any
     role_prompts: Mapping[str, str | None] = field(default_factory=lambda: dict(DEFAULT_ROLE_PROMPTS))
 
-    def system_prompt(self, role: str) -> str | None:
-        if role in self.role_prompts:
-            return self.role_prompts[role]
-        return self.role_prompts.get(role_kind(role))
+    def system_prompt(self, role: str, removed: str | None = None) -> str | None:
+        """The exact role's prompt, else its kind's; for a counterfactual re-run a ``/removed`` key wins."""
+        keys = [role, role_kind(role)]
+        if removed is not None:
+            keys = [f"{k}/removed" for k in keys] + keys
+        return next((self.role_prompts[k] for k in keys if k in self.role_prompts), None)
 
-    def messages(self, role: str, text: str) -> list[dict[str, str]]:
-        sys_prompt = self.system_prompt(role)
+    def messages(self, role: str, text: str, removed: str | None = None) -> list[dict[str, str]]:
+        sys_prompt = self.system_prompt(role, removed)
         msgs = [{"role": "system", "content": sys_prompt}] if sys_prompt else []
         return msgs + [{"role": "user", "content": text}]
 
-    def prompt_ids(self, role: str, text: str) -> list[int]:
+    def prompt_ids(self, role: str, text: str, removed: str | None = None) -> list[int]:
         if not isinstance(text, str):
             raise TypeError(f"prompt text for {role} must be a str, got {type(text).__name__}")
-        ids = self.tokenizer.apply_chat_template(self.messages(role, text), add_generation_prompt=True,
+        ids = self.tokenizer.apply_chat_template(self.messages(role, text, removed), add_generation_prompt=True,
                                                  tokenize=True)
         if hasattr(ids, "input_ids") or isinstance(ids, dict):  # BatchEncoding in newer transformers
             ids = ids["input_ids"]

@@ -226,6 +226,6 @@ class ServerPolicy:
         return comps
 
     def generate(self, requests: Sequence[Request], sampling: SamplingConfig) -> list[list[Completion]]:
-        ids = [self.formatter.prompt_ids(r.role, r.text) for r in requests]
+        ids = [self.formatter.prompt_ids(r.role, r.text, r.removed) for r in requests]
         futures = [self._pool.submit(self._one, i, r, p, sampling) for i, (r, p) in enumerate(zip(requests, ids))]
         return [f.result() for f in futures]

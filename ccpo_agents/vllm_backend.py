@@ -123,7 +123,7 @@ class VLLMPolicy:
     def generate(self, requests: Sequence[Request], sampling: SamplingConfig) -> list[list[Completion]]:
         from vllm import SamplingParams, TokensPrompt
 
-        prompt_ids = [self.formatter.prompt_ids(r.role, r.text) for r in requests]
+        prompt_ids = [self.formatter.prompt_ids(r.role, r.text, r.removed) for r in requests]
         out: list[list[Completion] | None] = [None] * len(requests)
         batch, params, loras, where = [], [], [], []
         for i, (req, ids) in enumerate(zip(requests, prompt_ids)):

@@ -61,6 +61,10 @@ class TrainConfig:
     (``eval_sampled/``; 0: greedy only). Greedy (``eval/``) stays the headline metric, as in the paper."""
     extract_modes: tuple[str, ...] = ("boxed", "hash", "answer_is")
     """Answer extraction modes, in order (add ``last_number`` for a lenient fallback)."""
+    template: str = "v1"
+    """Prompts and the dyad's solver turn: ``v1`` (CCPO v1 / SPEC's role prompts, ``Instruction:``) or ``v2`` (the
+    released recipe: its thinker/solver/solo system prompts, ``Thinker's thought:``, a trailing boxed answer
+    stripped from the thought)."""
     thinker_prompt: str | None = None
     """Override the thinker's system prompt (default: SPEC's)."""
     solver_prompt: str | None = None
@@ -194,7 +198,7 @@ class TrainConfig:
             bad(f"env={self.env!r}; choose dyad_v0 or vote_v0")
         for name, allowed in (("schedule", SCHEDULES), ("truncation", TRUNCATION_RULES), ("pi_old", PI_OLD),
                               ("loss", tuple(POLICY_LOSSES)), ("loss_agg", AGG_MODES),
-                              ("tie_rule", ("expected", "strict")), ("dtype", ("auto", "bfloat16", "float16", "float32"))):
+                              ("tie_rule", ("expected", "strict")), ("template", ("v1", "v2")), ("dtype", ("auto", "bfloat16", "float16", "float32"))):
             if getattr(self, name) not in allowed:
                 bad(f"{name}={getattr(self, name)!r}; choose one of {list(allowed)}")
         for f in dataclasses.fields(self):  # NaN / inf would silently ruin the adapters
@@ -282,7 +286,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # mean-centred GRPO, 500 steps, evaluation every 5. Differences from the script (stated, not hidden): one
     # LoRA adapter per role (rank 64, lr 1e-5 = 10x the script's full-fine-tune 1e-6) instead of two full models,
     # one max_tokens for both roles (the script: thinker 4096, solver 6144), AdamW weight decay 0.01 as the script.
-    "gpu-qwen1.5b-v2": dict(algo="ccpo_v2", task="hendrycks_math", model="Qwen/Qwen2.5-1.5B-Instruct",
+    "gpu-qwen1.5b-v2": dict(algo="ccpo_v2", template="v2", task="hendrycks_math", model="Qwen/Qwen2.5-1.5B-Instruct",
                             prompts_per_step=192, group_size=16, ppo_mini_batch=24, loss="gspo", clip_eps=3e-4,
                             clip_eps_high=4e-4, log_ratio_clip=10.0, dual_clip=None, kl_coef=0.0, temperature=1.0,
                             schedule="alternate_v2", switch_every=10, cf_lambda=0.2, lr=1e-5, warmup_steps=0,

@@ -143,7 +143,7 @@ def collect(envs: Sequence[Any], tasks: Sequence[Task], group_size: int, policy:
             for i in range(fed[e], len(ep.turns)):
                 if i not in pending[e] and ep.ready(i) and not ep.world_ended(ep.turns[i].removed, ep.turns[i].stage):
                     s = None if seed is None else request_seed(seed, e, i)
-                    reqs.append((e, i, Request(ep.turns[i].agent, raw[e].turn_text(i), s)))
+                    reqs.append((e, i, Request(ep.turns[i].agent, raw[e].turn_text(i), s, ep.turns[i].removed)))
         if not reqs:
             raise RuntimeError("rollout stalled: no turn is ready; the topology's `sees` is inconsistent")
         outs = policy.generate([r for _, _, r in reqs], sampling)

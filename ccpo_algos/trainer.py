@@ -19,7 +19,7 @@ import torch
 from ccpo_agents.hardware import resolve_device, resolve_dtype
 from ccpo_agents.hf_backend import CRITIC, HFTeam, LoraSpec
 from ccpo_agents.models import resolve_model
-from ccpo_agents.policy import DEFAULT_ROLE_PROMPTS, ChatFormatter, Completion, SamplingConfig
+from ccpo_agents.policy import ROLE_PROMPT_SETS, ChatFormatter, Completion, SamplingConfig
 from ccpo_algos.advantage import AdvantageConfig
 from ccpo_algos.algorithms import ALGORITHMS
 from ccpo_algos.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
@@ -36,7 +36,7 @@ from ccpo_envs.registry import resolve_source
 
 
 def role_prompts(cfg: TrainConfig) -> dict[str, str | None]:
-    p: dict[str, str | None] = dict(DEFAULT_ROLE_PROMPTS)
+    p: dict[str, str | None] = dict(ROLE_PROMPT_SETS[cfg.template])
     if cfg.thinker_prompt is not None:
         p["thinker"] = cfg.thinker_prompt
     if cfg.solver_prompt is not None:
@@ -46,7 +46,7 @@ def role_prompts(cfg: TrainConfig) -> dict[str, str | None]:
 
 def env_kwargs(cfg: TrainConfig, counterfactual: bool) -> dict[str, Any]:
     if cfg.env == "dyad_v0":
-        return {"counterfactual": counterfactual, "truncation": cfg.truncation}
+        return {"counterfactual": counterfactual, "truncation": cfg.truncation, "template": cfg.template}
     return {"n": cfg.n_voters, "tie_rule": cfg.tie_rule, "truncation": cfg.truncation}
 
 

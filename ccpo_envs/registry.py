@@ -30,25 +30,28 @@ def _split_kwargs(kwargs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any
     return env_kw, kwargs
 
 
-def dyad_topology(counterfactual: bool = True, labels: dict[str, str] | None = None) -> Topology:
-    topo = dyad(labels)
+def dyad_topology(counterfactual: bool = True, labels: dict[str, str] | None = None, template: str = "v1"
+                  ) -> Topology:
+    topo = dyad(labels, template)
     if not counterfactual:
         topo = Topology(topo.name, topo.stages, topo.sees, topo.aggregator, (), topo.labels, topo.render)
     return topo
 
 
-def dyad_raw_env(counterfactual: bool = True, labels: dict[str, str] | None = None, **kwargs: Any) -> TeamAECEnv:
+def dyad_raw_env(counterfactual: bool = True, labels: dict[str, str] | None = None, template: str = "v1",
+                 **kwargs: Any) -> TeamAECEnv:
     """The Think -> Reason dyad, AEC, unwrapped.
 
     Args:
         counterfactual: play the "thinker removed" turn (``reasoner_0`` answers the bare question) at the end.
         labels: heading of the thinker's message in the reasoner's prompt (default ``Instruction``).
+        template: ``v1`` or ``v2`` (the released recipe's solver turn; see :func:`~ccpo_envs.topology.dyad`).
         **kwargs: ``source``, ``split``, ``seed``, ``size`` (and source options) for the tasks; env options
             ``max_message_chars``, ``max_observation_chars``, ``max_action_chars``, ``render_mode``,
             ``truncation`` (``episode``, ``turn`` or ``off``; see :mod:`ccpo_envs.env`).
     """
     env_kw, src_kw = _split_kwargs(kwargs)
-    return TeamAECEnv(dyad_topology(counterfactual, labels), resolve_source(**src_kw), **env_kw)
+    return TeamAECEnv(dyad_topology(counterfactual, labels, template), resolve_source(**src_kw), **env_kw)
 
 
 def vote_parallel_env(n: int = 3, tie_rule: str = "expected", **kwargs: Any) -> TeamParallelEnv:

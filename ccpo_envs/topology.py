@@ -11,6 +11,7 @@ you define, e.g. a three-agent chain (see ``tests/test_topology_plugin.py``).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
@@ -27,6 +28,24 @@ def default_render(question: str, visible: Mapping[str, str], labels: Mapping[st
     parts = [f"Question:\n{question}"]
     parts += [f"{labels.get(a, a)}:\n{msg}" for a, msg in visible.items()]
     return "\n\n".join(parts)
+
+
+def strip_final_boxed(text: str) -> str:
+    """Remove a trailing ``\\boxed{...}`` from a message (the released recipe's safety net against a thinker that
+    gives the answer away; ``two_model_trainer.py`` l.114-121, same regular expression)."""
+    return re.sub(r"\\boxed\{[^{}]*\}\s*$", "", text).rstrip()
+
+
+def released_render(question: str, visible: Mapping[str, str], labels: Mapping[str, str]) -> str:
+    """The released recipe's solver turn: ``Problem:\\n{q}\\n\\nThinker's thought:\\n{t}`` with a trailing boxed
+    answer stripped from each message; the bare question when nothing is visible (the solo run)."""
+    if not visible:
+        return question
+    return "\n\n".join([f"Problem:\n{question}"] +
+                        [f"{labels.get(a, a)}:\n{strip_final_boxed(msg)}" for a, msg in visible.items()])
+
+
+TEMPLATES = ("v1", "v2")
 
 
 @dataclass(frozen=True)
@@ -101,15 +120,23 @@ def turn_plan(topo: Topology) -> tuple[Turn, ...]:
     return tuple(turns)
 
 
-def dyad(labels: Mapping[str, str] | None = None) -> Topology:
-    """SPEC's Think -> Reason dyad. Removing the thinker re-runs the reasoner on the bare question (``R_solo``)."""
+def dyad(labels: Mapping[str, str] | None = None, template: str = "v1") -> Topology:
+    """SPEC's Think -> Reason dyad. Removing the thinker re-runs the reasoner on the bare question (``R_solo``).
+
+    ``template``: ``v1`` (CCPO v1: ``Question:\\n{q}\\n\\nInstruction:\\n{plan}``) or ``v2`` (the released recipe:
+    ``Problem:\\n{q}\\n\\nThinker's thought:\\n{thought}``, a trailing boxed answer stripped from the thought).
+    """
+    if template not in TEMPLATES:
+        raise ValueError(f"template={template!r}: use one of {TEMPLATES}")
+    v2 = template == "v2"
     return Topology(
         name="dyad",
         stages=(("thinker_0",), ("reasoner_0",)),
         sees={"reasoner_0": ("thinker_0",)},
         aggregator=answer_of("reasoner_0"),
         removable=("thinker_0",),
-        labels=dict(labels or {"thinker_0": "Instruction"}),
+        labels=dict(labels or {"thinker_0": "Thinker's thought" if v2 else "Instruction"}),
+        render=released_render if v2 else default_render,
     )
 
 

@@ -263,3 +263,23 @@ def test_embedded_default_converts_once_atomically(tmp_path):
     assert resolve_model(str(out)) == str(out)
     with pytest.raises(FileNotFoundError, match="does not exist"):
         resolve_model("./no/such/model")
+
+
+def test_released_template_prompts_and_solver_turn(tiny_model):
+    """v2 (the released recipe): its own thinker/solver prompts, the solo run's own system prompt, and the solver's
+    user turn ``Problem / Thinker's thought`` with a trailing boxed answer stripped from the thought."""
+    from transformers import AutoTokenizer
+
+    import ccpo_envs
+    from ccpo_agents.policy import RELEASED_ROLE_PROMPTS
+
+    f = ChatFormatter(AutoTokenizer.from_pretrained(tiny_model), RELEASED_ROLE_PROMPTS)
+    assert "math thinker" in f.system_prompt("thinker_0")
+    assert "thinker's thought" in f.system_prompt("reasoner_0")
+    assert f.system_prompt("reasoner_0", removed="thinker_0") == RELEASED_ROLE_PROMPTS["reasoner/removed"]
+    env = ccpo_envs.make("dyad_v0", template="v2", source="arith_easy", size=4)
+    env.reset(options={"task": ccpo_envs.Task("What is 2+3?", "5")})
+    env.step("Add the numbers. \\boxed{5}")
+    assert env.observe("reasoner_0")["text"] == "Problem:\nWhat is 2+3?\n\nThinker's thought:\nAdd the numbers."
+    env.step("\\boxed{5}")
+    assert env.observe("reasoner_0")["text"] == "What is 2+3?"  # the solo run reads the bare problem
