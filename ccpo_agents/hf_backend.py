@@ -57,7 +57,8 @@ def _dtype(name: str, device: str = "cpu") -> torch.dtype:
 
 
 class HFTeam:
-    """One base model shared by all roles, each role with its own LoRA adapter; optionally a critic.
+    """One base model shared by all roles, each role with its own LoRA adapter (or, for ``full_roles``, its own
+    full copy of the model: the reference recipe's full fine-tune); optionally a critic.
 
     Args:
         model: model directory or hub id.
@@ -68,10 +69,12 @@ class HFTeam:
         critic: add a ``critic`` adapter and a linear value head on the last prompt token (MAPPO).
         seed: seed for the adapters' random init.
         device: where the model, the value head and every tensor this class creates live (``cuda:0``, ``cpu``).
+        full_roles: roles trained as full models (float32 master weights, forward under bf16 autocast where the
+            compute dtype is bf16); memory: weights + gradients + two AdamW moments, 16 bytes per parameter each.
     """
 
     def __init__(self, model: str, roles: Sequence[str], lora: LoraSpec = LoraSpec(), dtype: str = "auto",
-                 critic: bool = False, seed: int = 0, device: str = "cpu"):
+                 critic: bool = False, seed: int = 0, device: str = "cpu", full_roles: Sequence[str] = ()):
         from peft import get_peft_model
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -79,13 +82,20 @@ class HFTeam:
             raise ValueError("HFTeam needs at least one role")
         if CRITIC in roles:
             raise ValueError(f"{CRITIC!r} is reserved for the MAPPO critic adapter")
+        unknown = [r for r in full_roles if r not in roles]
+        if unknown:
+            raise ValueError(f"full_roles {unknown} are not roles of this team {list(roles)}")
         torch.manual_seed(seed)
         self.tokenizer = AutoTokenizer.from_pretrained(model)
-        base = AutoModelForCausalLM.from_pretrained(model, dtype=_dtype(dtype, str(device)))
+        self.compute_dtype = _dtype(dtype, str(device))
+        base = AutoModelForCausalLM.from_pretrained(model, dtype=self.compute_dtype)
         self.roles = list(roles)
         self.lora = lora
-        names = self.roles + ([CRITIC] if critic else [])
-        self.model = get_peft_model(base, lora.peft_config(), adapter_name=names[0])
+        self.full: dict[str, nn.Module] = {r: AutoModelForCausalLM.from_pretrained(model, dtype=torch.float32)
+                                           for r in full_roles}
+        self.updated: set[str] = set()  # full roles whose weights have changed since they were loaded
+        names = [r for r in self.roles if r not in self.full] + ([CRITIC] if critic else [])
+        self.model = get_peft_model(base, lora.peft_config(), adapter_name=names[0]) if names else base
         for name in names[1:]:
             self.model.add_adapter(name, lora.peft_config())
         self.value_head: nn.Linear | None = None
@@ -101,13 +111,18 @@ class HFTeam:
         """Move the model (base, adapters) and the value head to ``device``; later tensors are created there."""
         self.device = torch.device(device)
         self.model.to(self.device)
+        for m in self.full.values():
+            m.to(self.device)
         if self.value_head is not None:
             self.value_head.to(self.device)
         return self
 
     # ------------------------------------------------------------------------------------------ parameters
     def trainable_parameters(self, role: str) -> list[nn.Parameter]:
-        """The parameters one role's optimiser owns (its LoRA matrices; plus the value head for the critic)."""
+        """The parameters one role's optimiser owns (its LoRA matrices or its full model; plus the value head for
+        the critic)."""
+        if role in self.full:
+            return list(self.full[role].parameters())
         marker = f".{role}."
         params = [p for n, p in self.model.named_parameters() if "lora_" in n and marker in n]
         if role == CRITIC and self.value_head is not None:
@@ -117,13 +132,36 @@ class HFTeam:
         return params
 
     def is_identity(self, role: str) -> bool:
-        """Whether ``role``'s adapter is still the identity (every ``lora_B`` exactly zero, as at init)."""
+        """Whether ``role``'s adapter is still the identity (every ``lora_B`` exactly zero, as at init); for a
+        full role, whether its weights are still the base's (see :meth:`mark_updated`)."""
+        if role in self.full:
+            return role not in self.updated
         return all(not p.detach().any() for n, p in self.model.named_parameters()
                    if "lora_B" in n and f".{role}." in n)
 
+    def mark_updated(self, role: str) -> None:
+        """Record that ``role``'s weights changed (an optimiser step or a load)."""
+        if role in self.full:
+            self.updated.add(role)
+
     def use(self, role: str) -> None:
         """Route forward passes through ``role``'s adapter (peft makes only that adapter trainable)."""
-        self.model.set_adapter(role)
+        if role not in self.full:
+            self.model.set_adapter(role)
+
+    def _net(self, role: str, reference: bool) -> tuple[nn.Module, Any]:
+        """The module that scores ``role`` and the context to run it in."""
+        import contextlib
+
+        if reference:  # the bare base model
+            off = self.model.disable_adapter() if hasattr(self.model, "disable_adapter") else contextlib.nullcontext()
+            return self.model, off
+        if role in self.full:
+            fast = self.compute_dtype in (torch.bfloat16, torch.float16)
+            return self.full[role], (torch.autocast(self.device.type, dtype=self.compute_dtype) if fast
+                                     else contextlib.nullcontext())
+        self.use(role)
+        return self.model, contextlib.nullcontext()
 
     # ------------------------------------------------------------------------------------------ batching
     def _batch(self, prompt_ids: Sequence[Sequence[int]], completion_ids: Sequence[Sequence[int]]
@@ -151,15 +189,21 @@ class HFTeam:
         """
         if not temperature > 0:
             raise ValueError(f"temperature must be > 0 for log-probs, got {temperature}")
-        self.use(role)
         if reference:
-            with self.model.disable_adapter(), torch.no_grad():
-                return self.token_logprobs(role, prompt_ids, completion_ids, micro_batch, temperature=temperature)
+            with torch.no_grad():
+                return self._token_logprobs(role, prompt_ids, completion_ids, micro_batch, True, temperature)
+        return self._token_logprobs(role, prompt_ids, completion_ids, micro_batch, False, temperature)
+
+    def _token_logprobs(self, role: str, prompt_ids: Sequence[Sequence[int]],
+                        completion_ids: Sequence[Sequence[int]], micro_batch: int, reference: bool,
+                        temperature: float) -> tuple[Tensor, Tensor]:
+        net, ctx = self._net(role, reference)
         out_lp, out_mask = [], []
         L = max(1, max(len(c) for c in completion_ids))
         for s in range(0, len(prompt_ids), micro_batch):
             ids, att, pos, cmask, C = self._batch(prompt_ids[s:s + micro_batch], completion_ids[s:s + micro_batch])
-            logits = self.model(input_ids=ids, attention_mask=att, position_ids=pos, logits_to_keep=C + 1).logits
+            with ctx:
+                logits = net(input_ids=ids, attention_mask=att, position_ids=pos, logits_to_keep=C + 1).logits
             logits = logits[:, :-1].float() / temperature  # position t predicts token t+1: the completion tokens
             target = ids[:, -C:]
             lp = logits.log_softmax(-1).gather(-1, target[..., None])[..., 0] * cmask
@@ -184,12 +228,17 @@ class HFTeam:
 
     # ------------------------------------------------------------------------------------------ adapters i/o
     def save_adapter(self, role: str, out: str | os.PathLike) -> Path:
-        """Write ``role``'s adapter (peft format, safetensors) to ``out``, atomically; returns ``out``."""
+        """Write ``role``'s trainable weights to ``out``, atomically; returns ``out``: its adapter (peft format,
+        safetensors) or, for a full role, a model folder (config + safetensors + tokenizer) a vLLM engine reloads."""
         out = Path(out)
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
         try:
-            self.model.save_pretrained(tmp, selected_adapters=[role], safe_serialization=True)
+            if role in self.full:
+                self.full[role].save_pretrained(tmp, safe_serialization=True)
+                self.tokenizer.save_pretrained(tmp)
+            else:
+                self.model.save_pretrained(tmp, selected_adapters=[role], safe_serialization=True)
             src = tmp / role if (tmp / role).is_dir() else tmp
             if out.exists():
                 shutil.rmtree(out)
@@ -203,6 +252,16 @@ class HFTeam:
         from peft import set_peft_model_state_dict
         from safetensors.torch import load_file
 
+        if role in self.full:  # a model folder written by save_adapter (one or several safetensors shards)
+            files = sorted(Path(path).glob("*.safetensors"))
+            if not files:
+                raise FileNotFoundError(f"no *.safetensors in {path}; expected a folder written by save_adapter()")
+            state = {k: v for f in files for k, v in load_file(str(f), device=str(self.device)).items()}
+            missing, unexpected = self.full[role].load_state_dict(state, strict=False)
+            if unexpected or [k for k in missing if k != "lm_head.weight"]:  # lm_head: tied to the embeddings
+                raise ValueError(f"{path} does not match {role}'s model (missing {missing}, unexpected {unexpected})")
+            self.mark_updated(role)
+            return
         f = Path(path) / "adapter_model.safetensors"
         if not f.exists():
             raise FileNotFoundError(f"{f} not found; expected a directory written by save_adapter()")
@@ -213,14 +272,17 @@ class HFTeam:
     def generate_ids(self, role: str, prompt_ids: Sequence[Sequence[int]], max_new_tokens: int,
                      temperature: float = 1.0, top_p: float = 1.0) -> list[list[int]]:
         """Sample completions with transformers' ``generate`` (slow path, for debugging and cross-checks)."""
-        self.use(role)
+        net = self.full.get(role)
+        if net is None:
+            self.use(role)
+            net = self.model
         P = max(len(p) for p in prompt_ids)
         ids = torch.tensor([[self.pad_id] * (P - len(p)) + list(p) for p in prompt_ids], device=self.device)
         att = torch.tensor([[0] * (P - len(p)) + [1] * len(p) for p in prompt_ids], device=self.device)
         do_sample = temperature > 0
-        gen = self.model.generate(input_ids=ids, attention_mask=att, max_new_tokens=max_new_tokens,
-                                  do_sample=do_sample, temperature=temperature if do_sample else None,
-                                  top_p=top_p if do_sample else None, pad_token_id=self.pad_id)
+        gen = net.generate(input_ids=ids, attention_mask=att, max_new_tokens=max_new_tokens,
+                           do_sample=do_sample, temperature=temperature if do_sample else None,
+                           top_p=top_p if do_sample else None, pad_token_id=self.pad_id)
         eos = self.tokenizer.eos_token_id
         outs = []
         for row in gen[:, P:].tolist():

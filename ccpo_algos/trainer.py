@@ -59,6 +59,11 @@ def build_policy(cfg: TrainConfig, model_path: str, roles: list[str]) -> Any:
     import torch
 
     dtype = resolve_dtype(cfg.dtype, "cuda" if torch.cuda.is_available() else "cpu")  # where vLLM runs
+    if cfg.finetune == "full":
+        from ccpo_agents.full_backend import PerRoleEngines
+
+        return PerRoleEngines(model_path, roles, max_model_len=cfg.max_model_len, seed=cfg.seed,
+                              role_prompts=role_prompts(cfg), dtype=dtype)
     if cfg.backend == "vllm":
         from ccpo_agents.vllm_backend import VLLMPolicy
 
@@ -224,6 +229,7 @@ def update_role(team: HFTeam, role: str, opt: torch.optim.Optimizer, sched: Any,
                 ) -> dict[str, float]:
     """:func:`policy_step`, then one scheduler step; returns the role's metrics as floats."""
     st = {k: float(v) for k, v in policy_step(team, role, opt, turns, adv, cfg, loss_cfg, ctx).items()}
+    team.mark_updated(role)
     sched.step()
     return {f"losses/policy_{role}": st["loss"], f"policy/ratio_{role}": st["ratio"],
             f"policy/clip_frac_{role}": st["clip_frac"], f"policy/kl_{role}": st["kl"],
@@ -368,7 +374,8 @@ def train(cfg: TrainConfig, policy: Any | None = None) -> Path:
     torch.manual_seed(cfg.seed)
     device = resolve_device(cfg.device)
     team = HFTeam(model_path, agents, LoraSpec(cfg.lora_r, cfg.lora_alpha), resolve_dtype(cfg.dtype, device),
-                  critic=algo.needs_critic, seed=cfg.seed, device=device)
+                  critic=algo.needs_critic, seed=cfg.seed, device=device,
+                  full_roles=agents if cfg.finetune == "full" else ())
     owners = agents + ([CRITIC] if algo.needs_critic else [])
     optimizers = {r: torch.optim.AdamW(team.trainable_parameters(r), lr=cfg.critic_lr if r == CRITIC else cfg.lr,
                                        weight_decay=cfg.weight_decay) for r in owners}

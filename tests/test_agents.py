@@ -283,3 +283,29 @@ def test_released_template_prompts_and_solver_turn(tiny_model):
     assert env.observe("reasoner_0")["text"] == "Problem:\nWhat is 2+3?\n\nThinker's thought:\nAdd the numbers."
     env.step("\\boxed{5}")
     assert env.observe("reasoner_0")["text"] == "What is 2+3?"  # the solo run reads the bare problem
+
+
+def test_full_finetune_engine_reloads_weights_in_place(tiny_model, tmp_path):
+    """A fully fine-tuned role: its own engine serves the trainer's weights after a reload (no restart), and
+    disagrees when the reload is skipped; the saved folder round-trips into another team."""
+    from ccpo_agents.full_backend import PerRoleEngines
+
+    team = HFTeam(tiny_model, ["thinker_0"], LORA, full_roles=["thinker_0"])
+    engines = PerRoleEngines(tiny_model, ["thinker_0"], max_model_len=768)
+    reqs = [Request("thinker_0", f"Calculate {i} + {2 * i}.", seed=i) for i in range(4)]
+    assert team.is_identity("thinker_0")
+    mean, mx = _max_diff(engines, team, "thinker_0", reqs)
+    assert mean < LOGPROB_MEAN_TOL and mx < LOGPROB_MAX_TOL, (mean, mx)
+    _perturb(team, "thinker_0", 0.05, seed=4)
+    team.mark_updated("thinker_0")
+    stale, _ = _max_diff(engines, team, "thinker_0", reqs)
+    assert stale > 5 * LOGPROB_MEAN_TOL, "an engine that was not reloaded must disagree with the updated model"
+    folder = team.save_adapter("thinker_0", tmp_path / "thinker_0")
+    engines.load_adapter("thinker_0", folder)
+    mean, mx = _max_diff(engines, team, "thinker_0", reqs)
+    assert mean < LOGPROB_MEAN_TOL and mx < LOGPROB_MAX_TOL, (mean, mx)
+    other = HFTeam(tiny_model, ["thinker_0"], LORA, full_roles=["thinker_0"])
+    other.load_adapter_weights("thinker_0", folder)
+    assert not other.is_identity("thinker_0")
+    for a, b in zip(team.trainable_parameters("thinker_0"), other.trainable_parameters("thinker_0")):
+        assert torch.equal(a, b)

@@ -1,0 +1,84 @@
+"""Full fine-tuning on vLLM: one engine per role, each role's new weights reloaded in place after every update.
+
+The reference recipe trains every role as a full model (lr 1e-6). One engine cannot serve several full models, so
+each role gets its own ``vllm.LLM`` (``enable_lora=False``; on a GPU they share it, ``gpu_memory_utilization``
+split between them). After an update the trainer writes the role's model folder (:meth:`HFTeam.save_adapter`) and
+:meth:`PerRoleEngines.load_adapter` reloads that engine's weights from it (vLLM's ``reload_weights`` worker call:
+no engine restart; the prefix cache is reset, since cached prompt KV belongs to the old weights). Same interface as :class:`~ccpo_agents.vllm_backend.VLLMPolicy`.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Mapping, Sequence
+
+from ccpo_agents.policy import Completion, Request, SamplingConfig
+
+
+class PerRoleEngines:
+    """One in-process vLLM engine per role serving that role's full weights.
+
+    Args:
+        model: the base model directory (every role starts from it).
+        roles: agent roles.
+        gpu_memory_utilization: fraction of GPU memory for all engines together (split evenly).
+        Other arguments as :class:`~ccpo_agents.vllm_backend.VLLMPolicy`.
+    """
+
+    def __init__(self, model: str, roles: Sequence[str], max_model_len: int = 2048, seed: int = 0,
+                 role_prompts: Mapping[str, str | None] | None = None, dtype: str = "auto",
+                 gpu_memory_utilization: float = 0.5, engine_kwargs: Mapping[str, Any] | None = None):
+        from ccpo_agents.vllm_backend import VLLMPolicy
+
+        if not roles:
+            raise ValueError("PerRoleEngines needs at least one role")
+        self.base, self.roles = model, list(roles)
+        share = gpu_memory_utilization / len(self.roles)
+        self.engines = {r: VLLMPolicy(model, [r], max_model_len=max_model_len, seed=seed, role_prompts=role_prompts,
+                                      enable_lora=False, dtype=dtype, gpu_memory_utilization=share,
+                                      engine_kwargs=engine_kwargs) for r in self.roles}
+        #: What each role should be served with (a model folder, or None for the base); engines catch up lazily,
+        #: so restoring this dict (as the untrained-team evaluation does) restores the weights too.
+        self.adapters: dict[str, str | None] = {r: None for r in self.roles}
+        self._loaded: dict[str, str | None] = {r: None for r in self.roles}
+
+    @property
+    def formatter(self) -> Any:
+        return self.engines[self.roles[0]].formatter
+
+    @property
+    def tokenizer(self) -> Any:
+        return self.formatter.tokenizer
+
+    def load_adapter(self, role: str, path: str | os.PathLike) -> None:
+        """Serve the full model in ``path`` (written by ``HFTeam.save_adapter``) for ``role`` from now on."""
+        if role not in self.engines:
+            raise KeyError(f"unknown role {role!r}; these engines serve {self.roles}")
+        self.adapters[role] = os.fspath(path)
+        self._sync(role, force=True)  # the folder's content is new even when its path is not
+
+    def use_base(self, role: str) -> None:
+        """Serve ``role`` with the base model's weights."""
+        self.adapters[role] = None
+        self._sync(role)
+
+    def _sync(self, role: str, force: bool = False) -> None:
+        want = self.adapters[role]
+        if force or want != self._loaded[role]:
+            llm = self.engines[role].llm
+            llm.collective_rpc("reload_weights", kwargs={"weights_path": want or self.base})
+            llm.reset_prefix_cache()  # cached prompt KV was computed with the old weights
+            self._loaded[role] = want
+
+    def generate(self, requests: Sequence[Request], sampling: SamplingConfig) -> list[list[Completion]]:
+        out: list[list[Completion] | None] = [None] * len(requests)
+        for role in self.roles:
+            idx = [i for i, r in enumerate(requests) if r.role == role]
+            if idx:
+                self._sync(role)
+                for i, c in zip(idx, self.engines[role].generate([requests[i] for i in idx], sampling)):
+                    out[i] = c
+        unknown = sorted({r.role for r, c in zip(requests, out) if c is None})
+        if unknown:
+            raise KeyError(f"no engine for roles {unknown}; these engines serve {self.roles}")
+        return [c for c in out if c is not None]
