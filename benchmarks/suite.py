@@ -77,6 +77,11 @@ class BenchConfig:
     """Override the steps of every run."""
     extra: dict[str, Any] = field(default_factory=dict)
     """More TrainConfig overrides for every run (programmatic use)."""
+    resume: str | None = None
+    """Finish an interrupted bench: this result folder's own configuration is used (other flags are ignored);
+    finished runs and references are kept, a half-done run continues from its last checkpoint."""
+    verbose: bool = False
+    """Show vLLM's and transformers' INFO logs (off: one progress bar, warnings once each)."""
 
     def runs(self) -> list[tuple[str, str, int, str, dict[str, Any]]]:
         """``(label, env, seed, algo, overrides)`` of every training run."""
@@ -119,43 +124,114 @@ def _final(rows: list[dict[str, float]]) -> dict[str, float]:
     return out
 
 
+def _save(results: dict[str, Any], out: Path) -> None:
+    """results.json and table.md as they stand (after every run: an interrupted bench stays readable)."""
+    tmp = out / ".results.json.tmp"
+    tmp.write_text(json.dumps(results, indent=1))
+    tmp.replace(out / "results.json")
+    (out / "table.md").write_text(table(results))
+
+
+def load_result_folder(folder: str) -> tuple[BenchConfig, Path, dict[str, Any]]:
+    """The configuration, folder and partial results of an earlier bench (for ``--resume``)."""
+    out = Path(folder)
+    try:
+        results = json.loads((out / "results.json").read_text())
+        fields = {f.name for f in dataclasses.fields(BenchConfig)}
+        bc = BenchConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in results["config"].items()
+                            if k in fields and k not in ("resume", "verbose")})
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"--resume {folder}: not a bench result folder with a readable results.json ({e})") from None
+    return bc, out, results
+
+
 def run_suite(bc: BenchConfig, policy: Any | None = None) -> Path:
-    """Run the suite; returns its result folder."""
+    """Run the suite (or finish the one ``bc.resume`` names); returns its result folder.
+
+    One progress bar covers everything (references, then every run's steps) with the ETA and the latest held-out
+    accuracy. ``results.json`` and ``table.md`` are rewritten after every reference and run, so Ctrl-C leaves a
+    readable partial result that ``ccpo bench --resume FOLDER`` completes.
+    """
     from tqdm import tqdm
+
+    from ccpo_agents.logs import quiet_logs
+
+    quiet_logs(bc.verbose)  # before vLLM is imported
 
     from ccpo_agents.models import resolve_model
     from ccpo_algos.trainer import build_policy, evaluate_untrained, read_metrics, train, unique_dir
 
-    plan = bc.runs()  # validates before anything heavy happens
-    out = unique_dir(bc.out_dir, f"bench-{time.strftime('%Y%m%d-%H%M%S')}")
-    (out / "runs").mkdir()
+    if bc.resume:
+        bc, out, results = load_result_folder(bc.resume)
+    else:
+        bc.runs()  # validates before anything heavy happens
+        out = unique_dir(bc.out_dir, f"bench-{time.strftime('%Y%m%d-%H%M%S')}")
+        (out / "runs").mkdir()
+        results = {"config": dataclasses.asdict(bc), "runs": [], "references": []}
+    plan = bc.runs()
     cfgs = [(label, env, seed, _train_config(bc, env, seed, algo, kw, out / "runs", label))
             for label, env, seed, algo, kw in plan]
-    if policy is None:  # one engine for every run: adapters for the dyad's and the vote's agents
-        c0 = cfgs[0][3]
-        roles = ["thinker_0", "reasoner_0"] + [f"voter_{i}" for i in range(c0.n_voters)]
-        policy = build_policy(c0, resolve_model(bc.model), roles)
-    results: dict[str, Any] = {"config": dataclasses.asdict(bc), "runs": [], "references": []}
-    t_start = time.perf_counter()
-    envs_seen = []
-    for label, env, seed, cfg in cfgs:
-        if (env, seed) not in envs_seen:  # references: the untrained team (and the reasoner alone, in its infos)
-            envs_seen.append((env, seed))
+    done_runs = {(r["label"], r["env"], r["seed"]) for r in results["runs"]}
+    done_refs = {(r["env"], r["seed"]) for r in results["references"]}
+    refs = list(dict.fromkeys((env, seed) for _, env, seed, _ in cfgs))  # the untrained team per (env, seed)
+    todo = [c for c in cfgs if (c[0], c[1], c[2]) not in done_runs]
+    total = len(refs) + sum(c[3].steps for c in cfgs)
+    bar = tqdm(total=total, initial=len(done_refs) + sum(c[3].steps for c in cfgs if c not in todo),
+               desc="bench", unit="step", dynamic_ncols=True, disable=None)
+    latest = {"held-out": float("nan")}
+
+    def show(i: int, label: str, env: str, seed: int, step: int | str) -> None:
+        bar.set_postfix_str(f"run {i}/{len(cfgs)} {label}/{env}/s{seed} step {step} | "
+                            f"last held-out acc {latest['held-out']:.3f}", refresh=True)
+
+    t_start = time.perf_counter() - results.get("wall_seconds", 0.0)
+    try:
+        if policy is None:  # one engine for every run: adapters for the dyad's and the vote's agents
+            c0 = cfgs[0][3]
+            roles = ["thinker_0", "reasoner_0"] + [f"voter_{i}" for i in range(c0.n_voters)]
+            bar.set_postfix_str("starting the vLLM engine", refresh=True)
+            policy = build_policy(c0, resolve_model(bc.model), roles)
+        for env, seed in refs:  # references: the untrained team (and the reasoner alone, in its infos)
+            if (env, seed) in done_refs:
+                continue
+            cfg = next(c for _, e, s, c in cfgs if (e, s) == (env, seed))
+            bar.set_postfix_str(f"untrained team {env}/s{seed}", refresh=True)
             t0 = time.perf_counter()
             ref = evaluate_untrained(cfg, policy)
             results["references"].append({"label": "untrained", "env": env, "seed": seed, "metrics": ref,
                                           "seconds": time.perf_counter() - t0})
-    bar = tqdm(cfgs, desc="bench", unit="run")
-    for label, env, seed, cfg in bar:
-        bar.set_postfix(run=f"{label}/{env}/s{seed}")
-        run_dir = train(cfg, policy=policy)
-        rows = read_metrics(run_dir)
-        results["runs"].append({"label": label, "env": env, "seed": seed, "run_dir": str(run_dir),
-                                "config": cfg.to_dict(), "final": _final(rows)})
-        (out / "results.json").write_text(json.dumps(results, indent=1))
+            _save(results, out)
+            bar.update(1)
+        for label, env, seed, cfg in todo:
+            i = cfgs.index((label, env, seed, cfg)) + 1
+            show(i, label, env, seed, 0)
+            run_dir = Path(cfg.out_dir) / cfg.name
+            if (run_dir / "config.json").exists():  # interrupted earlier: continue from its last checkpoint
+                cfg = dataclasses.replace(cfg, resume=str(run_dir))
+                bar.update(len(read_metrics(run_dir)) if (run_dir / "metrics.jsonl").exists() else 0)
+
+            def on_step(step: int, m: dict[str, float], i=i, label=label, env=env, seed=seed) -> None:
+                if "eval/charts/accuracy_joint" in m:
+                    latest["held-out"] = m["eval/charts/accuracy_joint"]
+                bar.update(1)
+                show(i, label, env, seed, step)
+
+            run_dir = train(dataclasses.replace(cfg, progress=False), policy=policy, on_step=on_step)
+            rows = read_metrics(run_dir)
+            results["runs"].append({"label": label, "env": env, "seed": seed, "run_dir": str(run_dir),
+                                    "config": cfg.to_dict(), "final": _final(rows)})
+            results["wall_seconds"] = time.perf_counter() - t_start
+            _save(results, out)
+    except KeyboardInterrupt:
+        results["wall_seconds"] = time.perf_counter() - t_start
+        _save(results, out)
+        bar.close()
+        print(f"\ninterrupted: partial results in {out} (table.md, results.json); finish with "
+              f"`ccpo bench --resume {out}`")
+        raise
+    bar.close()
     results["wall_seconds"] = time.perf_counter() - t_start
-    (out / "results.json").write_text(json.dumps(results, indent=1))
-    (out / "table.md").write_text(table(results))
+    _save(results, out)
     plot(results, out)
     return out
 

@@ -10,7 +10,8 @@ no engine restart; the prefix cache is reset, since cached prompt KV belongs to 
 from __future__ import annotations
 
 import os
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from ccpo_agents.policy import Completion, Request, SamplingConfig
 

@@ -139,6 +139,8 @@ class ChatFormatter:
 
     tokenizer: Any
     role_prompts: Mapping[str, str | None] = field(default_factory=lambda: dict(DEFAULT_ROLE_PROMPTS))
+    _cache: dict[tuple[str, str, str | None], tuple[int, ...]] = field(default_factory=dict, repr=False)
+    CACHE_SIZE = 4096  # prompts templated once per step, not once per sample (GRPO asks G times per prompt)
 
     def system_prompt(self, role: str, removed: str | None = None) -> str | None:
         """The exact role's prompt, else its kind's; for a counterfactual re-run a ``/removed`` key wins."""
@@ -155,6 +157,15 @@ class ChatFormatter:
     def prompt_ids(self, role: str, text: str, removed: str | None = None) -> list[int]:
         if not isinstance(text, str):
             raise TypeError(f"prompt text for {role} must be a str, got {type(text).__name__}")
+        key = (role, text, removed)
+        hit = self._cache.get(key)
+        if hit is None:
+            if len(self._cache) >= self.CACHE_SIZE:
+                self._cache.clear()
+            hit = self._cache[key] = tuple(self._template(role, text, removed))
+        return list(hit)
+
+    def _template(self, role: str, text: str, removed: str | None) -> list[int]:
         ids = self.tokenizer.apply_chat_template(self.messages(role, text, removed), add_generation_prompt=True,
                                                  tokenize=True)
         if hasattr(ids, "input_ids") or isinstance(ids, dict):  # BatchEncoding in newer transformers

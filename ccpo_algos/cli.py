@@ -4,7 +4,8 @@ Subcommands:
   train    train a team (dyad or vote) with CCPO, shared-reward GRPO or MAPPO
   eval     greedy evaluation of a run's latest checkpoint on a held-out split
   bench    the benchmark suite (the README's main job); `ccpo bench report A B` compares two result folders
-  demo     play scripted teams on dyad_v0 and vote_v0 and measure env throughput (no model needed)
+  demo     play scripted teams and measure env throughput (no model needed)
+  (bench and demo are registered by the `benchmarks` package through the `ccpo.commands` entry points)
 
 Run ``ccpo <command> --help`` for the options of one command.
 """
@@ -17,61 +18,14 @@ import sys
 USAGE = __doc__
 
 
-def _demo(argv: list[str]) -> int:
-    import argparse
-
-    p = argparse.ArgumentParser(prog="ccpo demo", description=(
-        "Play one scripted episode of each environment (thinker/reasoner dyad and 3-voter vote) on held-out "
-        "reasoning-gym tasks, print the transcript with the counterfactual outcomes the algorithms consume, then "
-        "measure env throughput with scripted agents."))
-    p.add_argument("--source", default="math", help="task source: math, logic, arith_easy, rg:<name>, gsm8k, ...")
-    p.add_argument("--seed", type=int, default=0, help="seed of the task draw")
-    p.add_argument("--episodes", type=int, default=100, help="episodes per throughput measurement")
-    p.add_argument("--out", default=None, help="also write the throughput table (markdown) to this file")
-    args = p.parse_args(argv)
-
-    import ccpo_envs
-    from benchmarks import env_throughput
-
-    env = ccpo_envs.make("dyad_v0", source=args.source, split="eval", size=50, render_mode="ansi")
-    env.reset(seed=args.seed)
-    gold = env.unwrapped.task.answer
-    script = {("thinker_0", 0): "Work it out carefully, one operation at a time.",
-              ("reasoner_0", 0): f"Following the plan, the result is \\boxed{{{gold}}}.",
-              ("reasoner_0", 1): "I am not sure; maybe \\boxed{0}."}
-    for agent in env.agent_iter():
-        obs, _, term, trunc, info = env.last()
-        if term or trunc:
-            env.step(None)
-            continue
-        env.step(script[(agent, int(obs["observation"][1]))])
-    print("=== dyad_v0 (scripted: helpful thinker, reasoner fails alone) ===")
-    print(env.unwrapped.render())
-    print(f"R_joint={info['reward_joint']}  R_solo={info['reward_removed']['thinker_0']}  "
-          f"thinker credit Δ={info['reward_joint'] - info['reward_removed']['thinker_0']:+.0f}")
-
-    par = ccpo_envs.make("vote_v0", source=args.source, split="eval", size=50)
-    par.reset(seed=args.seed)
-    gold = par.unwrapped.task.answer
-    _, _, _, _, infos = par.step({"voter_0": f"\\boxed{{{gold}}}", "voter_1": f"\\boxed{{{gold}}}",
-                                  "voter_2": "I think it is \\boxed{-1}"})
-    i0 = infos["voter_0"]
-    print("\n=== vote_v0 (scripted: two right, one wrong) ===")
-    print(f"answers={i0['answers']}  team={i0['team_answer']!r}  R_joint={i0['reward_joint']}")
-    print("credit Δ_k = R_joint - R_¬k: " + ", ".join(
-        f"{k}={i0['reward_joint'] - r:+.1f}" for k, r in i0["reward_removed"].items()))
-    print()
-    env_throughput.main(["--episodes", str(args.episodes), "--source", args.source]
-                        + (["--out", args.out] if args.out else []))
-    return 0
-
-
 def _train(argv: list[str]) -> int:
     """``ccpo train [--preset NAME] [--field value ...]``: every TrainConfig field is a flag (see --help)."""
     import tyro
 
     from ccpo_algos.config import PRESETS, TrainConfig, preset
 
+    if "--resume" in argv:
+        return _resume(argv)
     name = None
     if "--preset" in argv:
         i = argv.index("--preset")
@@ -93,14 +47,66 @@ def _train(argv: list[str]) -> int:
     except ValueError as e:  # before any model is loaded
         print(f"ccpo train: {e}", file=sys.stderr)
         return 2
+    return _run_train(cfg)
+
+
+def _run_train(cfg: "TrainConfig") -> int:  # noqa: F821 - imported lazily
+    from ccpo_agents.logs import quiet_logs
+
+    quiet_logs(cfg.verbose)
     from ccpo_algos.trainer import read_metrics, train
 
-    run_dir = train(cfg)
+    try:
+        run_dir = train(cfg)
+    except FloatingPointError as e:
+        print(f"ccpo train: {e}", file=sys.stderr)
+        return 1
+    except (ValueError, FileNotFoundError) as e:  # user errors found at start-up (a task file, a pointer, ...)
+        print(f"ccpo train: {e}", file=sys.stderr)
+        return 2
+    except PermissionError as e:
+        print(f"ccpo train: cannot write there ({e}); choose another --out-dir", file=sys.stderr)
+        return 2
     last = read_metrics(run_dir)[-1]
     print(f"run folder: {run_dir}")
     print(json.dumps({k: round(v, 4) for k, v in last.items() if k.startswith(("eval/", "charts/accuracy"))},
                      indent=1))
     return 0
+
+
+def _resume(argv: list[str]) -> int:
+    """``ccpo train --resume RUN [--steps N ...]``: the run's own config.json, plus the flags that are safe to
+    change (more steps, evaluation and logging settings); nothing is written before the result is validated."""
+    import dataclasses
+
+    import tyro
+
+    from ccpo_algos.config import RESUME_SAFE, TrainConfig, load_run_config
+
+    i = argv.index("--resume")
+    if i + 1 >= len(argv) or "--preset" in argv:
+        print("ccpo train: use --resume RUN_FOLDER (no --preset: the run's own config.json is used)", file=sys.stderr)
+        return 2
+    try:
+        saved = load_run_config(argv[i + 1])
+    except ValueError as e:
+        print(f"ccpo train: {e}", file=sys.stderr)
+        return 2
+    cfg = tyro.cli(TrainConfig, default=saved, args=argv, prog="ccpo train")
+    changed = [f.name for f in dataclasses.fields(TrainConfig) if getattr(cfg, f.name) != getattr(saved, f.name)]
+    unsafe = [n for n in changed if n not in RESUME_SAFE]
+    if unsafe:
+        print(f"ccpo train: --resume continues the run with its own config.json; {unsafe} cannot change (only "
+              f"{[n for n in RESUME_SAFE if n != 'resume']}); start a new run instead", file=sys.stderr)
+        return 2
+    try:
+        cfg.validate()
+    except ValueError as e:
+        print(f"ccpo train: {e}", file=sys.stderr)
+        return 2
+    notes = [f"{n} {getattr(saved, n)!r} -> {getattr(cfg, n)!r}" for n in changed if n != "resume"]
+    print(f"resuming {cfg.resume} with its config.json" + (f" ({', '.join(notes)})" if notes else ""), file=sys.stderr)
+    return _run_train(cfg)
 
 
 def _eval(argv: list[str]) -> int:
@@ -127,51 +133,60 @@ def _eval(argv: list[str]) -> int:
     return 0
 
 
-def _bench(argv: list[str]) -> int:
-    """``ccpo bench [--preset default|full|long] [--ablations no_history no_gate ...]`` or ``ccpo bench report A B``."""
-    if argv[:1] == ["report"]:
-        if len(argv) != 3:
-            print("usage: ccpo bench report RESULTS_A RESULTS_B", file=sys.stderr)
-            return 2
-        from benchmarks.suite import report
-
-        try:
-            print(report(argv[1], argv[2]))
-        except FileNotFoundError as e:
-            print(f"ccpo bench report: {e}; pass two folders written by `ccpo bench`", file=sys.stderr)
-            return 2
-        return 0
-    import tyro
-
-    from benchmarks.suite import BENCH_PRESETS, BenchConfig, run_suite
-
-    bc = tyro.cli(BenchConfig, args=argv, prog="ccpo bench", description=(
-        "Train CCPO, shared-reward GRPO and MAPPO on the dyad and the vote (plus the untrained team and the "
-        f"reasoner alone as references) and write a table and plots. Presets: {', '.join(BENCH_PRESETS)}."))
-    try:
-        bc.runs()
-    except ValueError as e:
-        print(f"ccpo bench: {e}", file=sys.stderr)
-        return 2
-    out = run_suite(bc)
-    print((out / "table.md").read_text())
-    print(f"results: {out}  (table.md, curves.png, credit.png, results.json)")
-    return 0
+#: Built-in commands. Others come from the ``ccpo.commands`` entry-point group (the benchmark suite registers
+#: ``bench`` and ``demo`` there), so the library does not depend on its experiments.
+COMMANDS = {"train": _train, "eval": _eval}
 
 
-COMMANDS = {"train": _train, "eval": _eval, "bench": _bench, "demo": _demo}
+def commands() -> dict:
+    """Built-in commands plus those registered under the ``ccpo.commands`` entry point group."""
+    from importlib.metadata import entry_points
+
+    out = dict(COMMANDS)
+    for ep in entry_points(group="ccpo.commands"):
+        out.setdefault(ep.name, ep)
+    return out
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    """SIGTERM takes Ctrl-C's path: the run stops between writes (checkpoints are atomic) and cleanup runs."""
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def _stop_children() -> None:
+    """At exit, stop every child process ccpo started that is still alive (vLLM's engine core and workers)."""
+    import multiprocessing
+
+    children = multiprocessing.active_children()
+    for c in children:
+        c.terminate()
+    for c in children:
+        c.join(timeout=10)
+        if c.is_alive():
+            c.kill()
 
 
 def main(argv: list[str] | None = None) -> int:
+    import atexit
+    import signal
+
+    signal.signal(signal.SIGTERM, _interrupt)
+    atexit.register(_stop_children)
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(USAGE)
         return 0
     cmd, rest = argv[0], argv[1:]
-    if cmd not in COMMANDS:
-        print(f"ccpo: unknown command {cmd!r}\n{USAGE}", file=sys.stderr)
+    table = commands()
+    if cmd not in table:
+        print(f"ccpo: unknown command {cmd!r} (have {sorted(table)})\n{USAGE}", file=sys.stderr)
         return 2
-    return COMMANDS[cmd](rest)
+    fn = table[cmd].load() if hasattr(table[cmd], "load") else table[cmd]  # an entry point loads on use
+    try:
+        return fn(rest)
+    except KeyboardInterrupt:
+        print(f"ccpo {cmd}: interrupted; the run folder is resumable (ccpo {cmd} --resume ...)", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

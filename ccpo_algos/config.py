@@ -6,8 +6,11 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
+import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from ccpo_algos.algorithms import ALGORITHMS
@@ -179,17 +182,23 @@ class TrainConfig:
     backend: str = "vllm"
     """Rollout backend: ``vllm`` (in-process engine) or ``server`` (OpenAI-compatible endpoints)."""
     endpoints: tuple[str, ...] = ()
-    """Server endpoints for ``backend=server`` (empty: start one local server)."""
+    """Server endpoints for ``backend=server`` (empty: start one local server with a fresh API key)."""
+    api_key_env: str = "VLLM_API_KEY"
+    """Environment variable holding the API key of remote ``endpoints`` (never stored in config.json)."""
 
     # --- logging and checkpoints
     checkpoint_every: int = 10
     """Write a checkpoint every this many steps (0: only at the end)."""
+    keep_checkpoints: int = 3
+    """Keep the newest this many checkpoints plus the best on held-out accuracy (0: keep every checkpoint)."""
     tensorboard: bool = True
     """Also log to TensorBoard."""
     wandb: bool = False
     """Also log to Weights & Biases (needs ``wandb`` installed)."""
     progress: bool = True
     """Show a progress bar."""
+    verbose: bool = False
+    """Show vLLM's and transformers' INFO logs (off: warnings once each, errors)."""
 
     def validate(self) -> "TrainConfig":
         """Raise ``ValueError`` naming the fix for any bad value (before any model is loaded)."""
@@ -238,6 +247,13 @@ class TrainConfig:
             bad(f"group_size={self.group_size}: GRPO advantages need >= 2 samples per prompt")
         if self.dual_clip is not None and self.dual_clip <= 1:
             bad(f"dual_clip={self.dual_clip} must be > 1 (or None)")
+        if self.task_path is not None and (self.task.startswith("rg:") or self.task in _generated_sets()):
+            bad(f"task_path is for hub benchmarks (a local copy); task={self.task!r} is generated, drop --task-path")
+        out = Path(self.out_dir)
+        if out.exists() and not out.is_dir():
+            bad(f"out_dir={self.out_dir!r} is a file; pass a folder")
+        if self.keep_checkpoints < 0:
+            bad(f"keep_checkpoints={self.keep_checkpoints} must be >= 0 (0: keep every checkpoint)")
         if self.eval_samples < 0:
             bad(f"eval_samples={self.eval_samples} must be >= 0 (0: greedy evaluation only)")
         if self.max_tokens >= self.max_model_len:
@@ -300,6 +316,34 @@ PRESETS: dict[str, dict[str, Any]] = {
                             weight_decay=0.01, grad_clip=1.0, max_tokens=4096, max_model_len=8192, steps=500,
                             eval_every=5, eval_size=500, lora_r=64, lora_alpha=128, train_size=7500),
 }
+
+
+def _generated_sets() -> tuple[str, ...]:
+    from ccpo_envs.sources import RG_SETS
+
+    return tuple(RG_SETS)
+
+
+#: Fields that ``ccpo train --resume RUN`` may change on the command line (the rest come from the run's config.json).
+RESUME_SAFE = ("steps", "eval_every", "eval_size", "eval_samples", "checkpoint_every", "keep_checkpoints",
+               "progress", "tensorboard",
+               "wandb", "verbose", "resume")
+
+
+def load_run_config(run_dir: str | os.PathLike) -> TrainConfig:
+    """The configuration a run was started with (its ``config.json``); ``ValueError`` naming the problem."""
+    path = Path(run_dir) / "config.json"
+    if not path.exists():
+        raise ValueError(f"{run_dir} is not a run folder (no config.json)")
+    try:
+        raw = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise ValueError(f"{path} is not readable JSON ({e}); restore it or start a new run") from None
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(raw) - names) if isinstance(raw, dict) else ["<not an object>"]
+    if unknown:
+        raise ValueError(f"{path} has unknown field(s) {unknown}; it was written by another ccpo version or edited")
+    return TrainConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()}).validate()
 
 
 def preset(preset_name: str | None, /, **overrides: Any) -> TrainConfig:

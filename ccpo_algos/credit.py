@@ -282,7 +282,7 @@ def ccpo_v2_credit(batch: CreditBatch, state: EmaState | None, cfg: CreditConfig
             [1.2000, 1.0000]], dtype=torch.float64)
     """
     E, A = batch.removed_reward.shape
-    sign = lambda x: torch.where(x > 0, 1.0, -1.0).to(torch.float64)  # noqa: E731
+    sign = lambda x: torch.where(x > 0, 1.0, -1.0).to(torch.float64)
     r_joint = sign(batch.team_reward)
     r = r_joint[:, None].expand(E, A).clone()
     for k in torch.nonzero(batch.removable).flatten().tolist():

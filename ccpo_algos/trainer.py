@@ -10,6 +10,7 @@ import json
 import os
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +23,15 @@ from ccpo_agents.models import resolve_model
 from ccpo_agents.policy import ROLE_PROMPT_SETS, ChatFormatter, Completion, SamplingConfig
 from ccpo_algos.advantage import AdvantageConfig
 from ccpo_algos.algorithms import ALGORITHMS
-from ccpo_algos.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
-from ccpo_algos.config import TrainConfig
+from ccpo_algos.checkpoint import (
+    clean_partial_writes,
+    latest_checkpoint,
+    load_checkpoint,
+    mark_best,
+    prune_checkpoints,
+    save_checkpoint,
+)
+from ccpo_algos.config import TrainConfig, load_run_config
 from ccpo_algos.credit import CreditBatch, CreditConfig, EmaState
 from ccpo_algos.distributed import SINGLE, DistContext
 from ccpo_algos.loss import LossConfig, policy_loss, value_loss
@@ -72,11 +80,12 @@ def build_policy(cfg: TrainConfig, model_path: str, roles: list[str]) -> Any:
     from ccpo_agents.server_backend import ServerPolicy, VLLMServer
 
     endpoints = list(cfg.endpoints)
+    api_key = os.environ.get(cfg.api_key_env) or None  # remote servers: the key comes from the environment
     if not endpoints:
         server = VLLMServer(model_path, max_model_len=cfg.max_model_len, max_lora_rank=cfg.lora_r,
                             max_loras=len(roles), dtype=dtype).start()
-        endpoints = [server.url]
-    return ServerPolicy(endpoints, model_path, roles, cfg.max_model_len, role_prompts(cfg))
+        endpoints, api_key = [server.url], server.api_key
+    return ServerPolicy(endpoints, model_path, roles, cfg.max_model_len, role_prompts(cfg), api_key=api_key)
 
 
 def task_source(cfg: TrainConfig, split: str, size: int) -> Any:
@@ -143,15 +152,17 @@ def _warmup(opt: torch.optim.Optimizer, steps: int) -> torch.optim.lr_scheduler.
 # -------------------------------------------------------------------------------------------------- update
 
 
-def mini_batches(keep: list[int], group_size: int, prompts_per_mini_batch: int) -> list[list[int]]:
+def mini_batches(keep: list[int], group_size: int, prompts_per_mini_batch: int, n_episodes: int) -> list[list[int]]:
     """Split episode indices into PPO mini-batches of whole prompt groups (episode ``e`` is in group
-    ``e // group_size``); ``prompts_per_mini_batch = 0``: one mini-batch."""
+    ``e // group_size``); ``prompts_per_mini_batch = 0``: one mini-batch. Always ``n_prompts / per`` mini-batches,
+    empty ones included, so that every data-parallel rank takes the same number of optimiser steps."""
     if not prompts_per_mini_batch:
-        return [keep] if keep else []
-    out: dict[int, list[int]] = {}
+        return [keep]
+    n = max(1, -(-n_episodes // (group_size * prompts_per_mini_batch)))
+    out: list[list[int]] = [[] for _ in range(n)]
     for e in keep:
-        out.setdefault(e // group_size // prompts_per_mini_batch, []).append(e)
-    return [out[k] for k in sorted(out)]
+        out[e // group_size // prompts_per_mini_batch].append(e)
+    return out
 
 
 def _trainer_logprobs(team: HFTeam, role: str, turns: list[Completion], idx: list[int], cfg: TrainConfig
@@ -180,13 +191,17 @@ def policy_step(team: HFTeam, role: str, opt: torch.optim.Optimizer, turns: list
     """
     dev = team.device
     keep = [e for e, c in enumerate(turns) if c.completion_ids]  # skipped / did-not-fit turns train nothing
-    batches = mini_batches(keep, cfg.group_size, cfg.ppo_mini_batch // ctx.world if cfg.ppo_mini_batch else 0)
-    before = _trainer_logprobs(team, role, turns, keep, cfg) if len(batches) > 1 else None
+    batches = mini_batches(keep, cfg.group_size, cfg.ppo_mini_batch // ctx.world if cfg.ppo_mini_batch else 0,
+                           len(turns))
+    by_length = sorted(keep, key=lambda e: (len(turns[e].prompt_ids) + len(turns[e].completion_ids), e))
+    before = _trainer_logprobs(team, role, turns, by_length, cfg) if len(batches) > 1 else None
     zero = torch.zeros((), device=dev)
     stats = {k: zero.clone() for k in ("loss", "ratio", "kl", "clip_frac", "mismatch", "mismatch_abs", "tokens")}
     params = team.trainable_parameters(role)
     grad_norms = []
-    for batch in batches or [[]]:
+    for batch in batches:
+        # micro-batches of similar lengths: less padding in every forward (the loss weights do not depend on order)
+        batch = sorted(batch, key=lambda e: (len(turns[e].prompt_ids) + len(turns[e].completion_ids), e))
         opt.zero_grad(set_to_none=True)
         n_tokens = sum(len(turns[e].completion_ids) for e in batch)
         for s in range(0, len(batch), cfg.micro_batch):
@@ -204,7 +219,7 @@ def policy_step(team: HFTeam, role: str, opt: torch.optim.Optimizer, turns: list
             per_turn = loss_cfg.kind == "gspo" or loss_cfg.agg == "seq-mean"  # micro-batch weight in the mean
             weight = len(mb) / len(batch) if per_turn else sum(len(c) for c in comps) / n_tokens
             (loss * weight).backward()
-            w = weight / len(batches)
+            w = weight / len(batches)  # every mini-batch weighs the same in the logged means
             stats["loss"] += loss.detach() * w
             stats["ratio"] += m["policy/ratio_mean"] * w
             stats["clip_frac"] += m["policy/clip_frac"] * w
@@ -214,8 +229,12 @@ def policy_step(team: HFTeam, role: str, opt: torch.optim.Optimizer, turns: list
             stats["mismatch_abs"] += diff.abs().sum()
             stats["tokens"] += mask.sum()
         ctx.average_grads(params)
-        grad_norms.append(torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-                          if any(p.grad is not None for p in params) else zero)
+        norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip) if any(p.grad is not None for p in params) \
+            else zero
+        if not torch.isfinite(norm):  # one host sync per optimiser step: never step into NaN weights
+            raise FloatingPointError(f"{role}: the gradient is not finite (loss {float(stats['loss']):.4g}); the run "
+                                     "stops before this update, its last checkpoint is intact")
+        grad_norms.append(norm)
         opt.step()
     tokens = stats.pop("tokens").clamp_min(1)
     stats["mismatch"] /= tokens
@@ -273,9 +292,9 @@ def evaluate(policy: Any, envs: list[Any], source: Any, size: int, cfg: TrainCon
 class RunLogger:
     """metrics.jsonl (always), TensorBoard and W&B (optional)."""
 
-    def __init__(self, run_dir: Path, cfg: TrainConfig, resume_step: int):
+    def __init__(self, run_dir: Path, cfg: TrainConfig, resume_step: int, resumed: bool = False):
         self.path = run_dir / "metrics.jsonl"
-        if resume_step and self.path.exists():  # drop lines after the checkpoint: they are recomputed
+        if resumed and self.path.exists():  # drop rows after the checkpoint (even step 0): they are recomputed
             lines = [ln for ln in self.path.read_text().splitlines() if ln and json.loads(ln)["step"] <= resume_step]
             self.path.write_text("".join(ln + "\n" for ln in lines))
         self.tb = self.wb = None
@@ -327,13 +346,15 @@ def new_run_dir(cfg: TrainConfig) -> Path:
 # ------------------------------------------------------------------------------------------------ the loop
 
 
-def train(cfg: TrainConfig, policy: Any | None = None) -> Path:
+def train(cfg: TrainConfig, policy: Any | None = None,
+          on_step: Callable[[int, dict[str, float]], None] | None = None) -> Path:
     """Train a team; returns the run folder (config.json, metrics.jsonl, checkpoints/, adapters/, tb/).
 
     Args:
         cfg: the configuration (validated first: a bad value fails before any model is loaded).
         policy: a rollout backend to use instead of building one (e.g. a shared engine in tests); it must serve
             adapters for the team's agents.
+        on_step: called with ``(step, metrics)`` after each step is logged (e.g. an outer progress bar).
     """
     cfg.validate()
     import importlib
@@ -345,21 +366,14 @@ def train(cfg: TrainConfig, policy: Any | None = None) -> Path:
     if cfg.prompts_per_step % ctx.world:
         raise ValueError(f"bad config: prompts_per_step={cfg.prompts_per_step} must be divisible by the "
                          f"{ctx.world} data-parallel ranks")
+    if cfg.ppo_mini_batch % ctx.world:
+        raise ValueError(f"bad config: ppo_mini_batch={cfg.ppo_mini_batch} must be divisible by the "
+                         f"{ctx.world} data-parallel ranks")
     if cfg.resume:
-        run_dir = Path(cfg.resume)
-        if not (run_dir / "config.json").exists():
-            raise FileNotFoundError(f"resume={cfg.resume!r} is not a run folder (no config.json)")
-    elif ctx.world == 1:
-        run_dir = new_run_dir(cfg)
-    else:  # every rank must agree on the folder: rank 0 picks it
-        picked = [str(new_run_dir(cfg)) if ctx.main else None]
-        torch.distributed.broadcast_object_list(picked, src=0)
-        run_dir = Path(picked[0])
-    if ctx.main:
-        (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
-    adapters_dir = run_dir if ctx.main else run_dir / f"rank{ctx.rank}"
+        load_run_config(cfg.resume)  # a run folder with a readable config.json, else a clear ValueError
+        latest_checkpoint(Path(cfg.resume))  # a dangling `latest` fails here, before anything is written
 
-    # --- SETUP: tasks and envs (E = B·G training envs, one per episode)
+    # --- SETUP: tasks and envs (E = B·G training envs, one per episode), before any file is written
     train_src = task_source(cfg, "train", cfg.train_size)
     eval_src = task_source(cfg, cfg.eval_split, cfg.eval_size)
     E = cfg.prompts_per_step // ctx.world * cfg.group_size  # this rank's episodes
@@ -368,6 +382,21 @@ def train(cfg: TrainConfig, policy: Any | None = None) -> Path:
     eval_envs = eval_env_pool(cfg, eval_src, cfg.eval_size)
     agents = list(envs[0].unwrapped.possible_agents)
     stage, gate = team_layout(envs[0].unwrapped.topology)
+
+    # --- SETUP: the run folder (everything above is validated)
+    if cfg.resume:
+        run_dir = Path(cfg.resume)
+    elif ctx.world == 1:
+        run_dir = new_run_dir(cfg)
+    else:  # every rank must agree on the folder: rank 0 picks it
+        picked = [str(new_run_dir(cfg)) if ctx.main else None]
+        torch.distributed.broadcast_object_list(picked, src=0)
+        run_dir = Path(picked[0])
+    if ctx.main:
+        if cfg.resume:
+            clean_partial_writes(run_dir)
+        (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+    adapters_dir = run_dir if ctx.main else run_dir / f"rank{ctx.rank}"
 
     # --- SETUP: models, optimisers
     model_path = resolve_model(cfg.model)
@@ -398,7 +427,7 @@ def train(cfg: TrainConfig, policy: Any | None = None) -> Path:
     policy = policy if policy is not None else build_policy(cfg, model_path, agents)
     for r in agents:  # the engine serves exactly the trainer's adapters from the first rollout on
         sync(policy, team, r, adapters_dir)
-    logger = RunLogger(run_dir, cfg, start) if ctx.main else None
+    logger = RunLogger(run_dir, cfg, start, resumed=bool(cfg.resume)) if ctx.main else None
     bar = None
     if cfg.progress and ctx.main:
         from tqdm import tqdm
@@ -419,6 +448,9 @@ def train(cfg: TrainConfig, policy: Any | None = None) -> Path:
         global_batch = CreditBatch(ctx.gather_rows(local.team_reward), ctx.gather_rows(local.removed_reward),
                                    ctx.gather_rows(local.finished), gate, ctx.gather_rows(local.group_ids))
         rewards, credit_state = algo.credit(global_batch, credit_state, credit_cfg)  # (world·E, A)
+        if not torch.isfinite(rewards).all():
+            raise FloatingPointError(f"step {step}: the credit is not finite; check the credit settings (alpha, eta, "
+                                     "...); the run stops here, its last checkpoint is intact")
         rewards = rewards[ctx.rank * E:(ctx.rank + 1) * E]  # (E, A) this rank's episodes
 
         # ADVANTAGE (on the trainer's device, like every tensor of the update)
@@ -476,6 +508,11 @@ def train(cfg: TrainConfig, policy: Any | None = None) -> Path:
                             eval=f"{metrics.get('eval/charts/accuracy_joint', float('nan')):.2f}")
         if ctx.main and ((cfg.checkpoint_every and step % cfg.checkpoint_every == 0) or step == cfg.steps):
             save_checkpoint(run_dir, step, team, optimizers, schedulers, credit_state)
+            if "eval/charts/accuracy_joint" in metrics:
+                mark_best(run_dir, step, metrics["eval/charts/accuracy_joint"])
+            prune_checkpoints(run_dir, cfg.keep_checkpoints)
+        if on_step is not None and ctx.main:
+            on_step(step, metrics)
         ctx.barrier()
 
     if not ctx.main:  # the other ranks leave their final adapters for inspection
@@ -502,10 +539,7 @@ def evaluate_run(run_dir: str | os.PathLike, split: str = "eval", size: int | No
     ``math500``, ``aime2024``, ``aime2025``, ``amc23``, ``minerva``, ``gaokao2023en``); ``task_path`` is a local copy.
     """
     run_dir = Path(run_dir)
-    if not (run_dir / "config.json").exists():
-        raise FileNotFoundError(f"{run_dir} is not a run folder (no config.json)")
-    cfg = TrainConfig(**{k: tuple(v) if isinstance(v, list) else v
-                         for k, v in json.loads((run_dir / "config.json").read_text()).items()})
+    cfg = load_run_config(run_dir)
     if task is not None:
         cfg = dataclasses.replace(cfg, task=task, task_path=task_path)
     elif task_path is not None:

@@ -52,6 +52,7 @@ class Episode:
         self._down = {k: set(downstream(topo, k)) for k in topo.removable}
         self._stage = {(t.removed, t.agent): t.stage for t in self.turns}
         self._score_cache: dict[str, float] = {}
+        self._same_cache: dict[frozenset[str], bool] = {}  # the vote regroups answers once per removed voter
 
     # ------------------------------------------------------------------------------------------------ turns
     @property
@@ -141,7 +142,14 @@ class Episode:
         return self._score_cache[answer]
 
     def _same(self, a: str, b: str) -> bool:
-        return a == b or safe_equivalent(self.verifier, a, b)
+        """Verifier equivalence, computed once per answer pair per episode (a timed-out check is remembered as
+        "not shown equal", so hostile answers cost one time bound each, not one per counterfactual world)."""
+        if a == b:
+            return True
+        key = frozenset((a, b))
+        if key not in self._same_cache:
+            self._same_cache[key] = safe_equivalent(self.verifier, a, b)
+        return self._same_cache[key]
 
     def _answers(self, removed: str | None) -> dict[str, str | None]:
         return {a: safe_extract(self.verifier, self.message(a, removed))

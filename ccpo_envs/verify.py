@@ -31,7 +31,10 @@ from ccpo_envs.task import Task
 MAX_SYMBOLIC_CHARS = 400
 #: Answers are cut to this length before any scorer sees them.
 MAX_ANSWER_CHARS = 4096
-#: Default hard time bound (seconds) for one symbolic equivalence check.
+#: Default hard time bound (seconds) for the answer of one symbolic equivalence check by a warm worker. Right after a
+#: check timed out (its worker is killed), the next check also waits for the warm standby that replaces it (about
+#: 1 s idle, a few seconds on a loaded machine; at most ``startup_timeout``), so that a correct answer is never
+#: scored 0 because a cold worker was slow.
 DEFAULT_SYMBOLIC_TIMEOUT = 0.5
 
 # ----------------------------------------------------------------------------------------------- extraction
@@ -186,7 +189,9 @@ class SymbolicChecker:
     """math-verify equivalence in a child process, with a hard per-call time bound, usable from any thread.
 
     A call that runs past ``timeout`` kills the child and answers ``False``; the next call starts a new one (a
-    warm standby is kept so that the next call does not pay the start-up).
+    warm standby is kept so that the next call does not pay the start-up). Workers answer ``ready`` only after one
+    real check (sympy's first comparison is the slow one), so ``timeout`` bounds the answer of a warm worker;
+    waiting for a replacement to be ready is bounded separately by ``startup_timeout``.
     """
 
     def __init__(self, timeout: float = DEFAULT_SYMBOLIC_TIMEOUT, startup_timeout: float = 60.0):
@@ -197,7 +202,11 @@ class SymbolicChecker:
         self._standby: subprocess.Popen | None = None
 
     def _spawn(self) -> subprocess.Popen:
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        # A scrubbed environment: what Python needs to start, nothing else (no tokens or keys reach the worker).
+        keep = ("PATH", "PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TMPDIR",
+                "CCPO_MV_CPU_SECONDS", "CCPO_MV_MEMORY_BYTES")
+        env = {k: os.environ[k] for k in keep if k in os.environ}
+        env.update(PYTHONUNBUFFERED="1", CCPO_PARENT_PID=str(os.getpid()))
         return subprocess.Popen(
             [sys.executable, "-m", "ccpo_envs._mv_worker"],
             stdin=subprocess.PIPE,
@@ -244,7 +253,9 @@ class SymbolicChecker:
         with self._lock:
             first_start = self._proc is None
             deadline = time.monotonic() + (self.startup_timeout if first_start else 0) + budget
-            proc = self._ready_proc(deadline if first_start else time.monotonic() + max(budget, 5.0))
+            # Waiting for a worker to be ready (the first start, or a warm standby replacing a killed worker) is
+            # bounded by startup_timeout and not charged to the answer's budget, which starts once it is ready.
+            proc = self._ready_proc(deadline if first_start else time.monotonic() + self.startup_timeout)
             if proc is None:
                 return False
             deadline = time.monotonic() + budget

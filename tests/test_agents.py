@@ -226,8 +226,32 @@ def test_server_round_trip_and_unreachable_endpoint(tiny_model, team, tmp_path):
         bad.generate([Request("reasoner_0", "hi")], SamplingConfig(max_tokens=4))
     assert time.monotonic() - t0 < 10
 
+    import socket
+    import stat
+    import threading
+
+    hung = socket.socket()  # accepts connections and never answers
+    hung.bind(("127.0.0.1", 0))
+    hung.listen(8)
+    conns = []
+    threading.Thread(target=lambda: [conns.append(hung.accept()) for _ in range(4)], daemon=True).start()
+    t0 = time.monotonic()
+    silent = ServerPolicy([f"http://127.0.0.1:{hung.getsockname()[1]}"], tiny_model, ["reasoner_0"], timeout=1,
+                          retries=3, backoff=0.1)
+    with pytest.raises(ServerUnavailable, match="no answer within 1 s"):
+        silent.generate([Request("reasoner_0", "hi")], SamplingConfig(max_tokens=4))
+    assert time.monotonic() - t0 < 5  # one timeout, not retries x timeout
+    hung.close()
+
     with VLLMServer(tiny_model, max_model_len=768, max_lora_rank=8, max_loras=2) as srv:
-        pol = ServerPolicy([srv.url, srv.url], tiny_model, ["reasoner_0"], max_model_len=768)
+        assert stat.S_IMODE(os.stat(srv.log_path).st_mode) == 0o600 and srv.api_key
+        assert srv.api_key not in " ".join(open(f"/proc/{srv.proc.pid}/cmdline").read().split("\0"))
+        stranger = ServerPolicy([srv.url], tiny_model, ["reasoner_0"], max_model_len=768)  # no key
+        with pytest.raises(ValueError, match="401"):
+            stranger.generate([Request("reasoner_0", "hi")], SamplingConfig(max_tokens=4))
+        with pytest.raises(ValueError, match="401"):
+            stranger.load_adapter("reasoner_0", tmp_path)
+        pol = ServerPolicy([srv.url, srv.url], tiny_model, ["reasoner_0"], max_model_len=768, api_key=srv.api_key)
         pol.health()
         out = pol.generate([Request("reasoner_0", f"Calculate {i} + 1.") for i in range(3)],
                            SamplingConfig(max_tokens=6, n=2))

@@ -286,3 +286,22 @@ def test_truncated_voter_ends_only_the_worlds_that_contain_it():
     assert info["answers"]["voter_1"] == "5" and info["skipped"] == []  # same-stage agents still act
     with pytest.raises(ValueError, match="truncation"):
         vote_v0.parallel_env(truncation="sometimes", **SMALL)
+
+
+def test_vote_compares_each_answer_pair_once_per_episode(monkeypatch):
+    """Five voters: the joint vote and five "voter removed" votes regroup the same answers; each distinct pair is
+    checked once (hostile answers used to cost one symbolic time bound per world)."""
+    import ccpo_envs.episode as episode_mod
+
+    calls = []
+    real = episode_mod.safe_equivalent
+
+    def counting(verifier, a, b):
+        calls.append(frozenset((a, b)))
+        return real(verifier, a, b)
+
+    monkeypatch.setattr(episode_mod, "safe_equivalent", counting)
+    answers = ["1/2", "0.5", "2", "x+1", "3"]
+    _, info = _vote([f"\\boxed{{{a}}}" for a in answers], gold="1/2")
+    assert info["reward_joint"] == 1.0  # 1/2 and 0.5 form the plurality group
+    assert len(calls) == len(set(calls))

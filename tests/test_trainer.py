@@ -179,8 +179,9 @@ def test_schedule_and_data_order():
     assert [roles_to_train(cfg, s, ["t", "r"])[0] for s in (1, 9, 10, 19, 20)] == ["t", "t", "r", "r", "t"]
     v2 = preset(None, switch_every=10, schedule="alternate_v2")  # (step - 1) // P: blocks of exactly P from step 1
     assert [roles_to_train(v2, s, ["t", "r"])[0] for s in (1, 10, 11, 20, 21)] == ["t", "t", "r", "r", "t"]
-    assert mini_batches([0, 1, 2, 3, 5, 6, 7], group_size=2, prompts_per_mini_batch=2) == [[0, 1, 2, 3], [5, 6, 7]]
-    assert mini_batches([0, 1, 2], group_size=2, prompts_per_mini_batch=0) == [[0, 1, 2]]
+    assert mini_batches([0, 1, 2, 3, 5, 6, 7], 2, 2, 8) == [[0, 1, 2, 3], [5, 6, 7]]
+    assert mini_batches([0, 1, 2], 2, 0, 4) == [[0, 1, 2]]
+    assert mini_batches([0, 1], 2, 1, 6) == [[0, 1], [], []]  # same number of steps on every rank
     assert roles_to_train(preset(None, schedule="simultaneous"), 3, ["a", "b"]) == ["a", "b"]
     a = [i for s in range(1, 6) for i in batch_indices(0, s, 4, 10)]
     assert sorted(a[:10]) == list(range(10)) and a == [i for s in range(1, 6) for i in batch_indices(0, s, 4, 10)]
@@ -190,11 +191,35 @@ def test_bad_config_fails_before_any_model_loads(tmp_path):
     t0 = time.monotonic()
     for kw, msg in [({"algo": "ppo"}, "choose one of"), ({"lr": 3.0}, "lr=3.0"), ({"group_size": 1}, "group_size"),
                     ({"eval_split": "train"}, "use eval"), ({"extract_modes": ("boxed", "magic")}, "magic"),
-                    ({"max_tokens": 4096, "max_model_len": 1024}, "no room")]:
+                    ({"max_tokens": 4096, "max_model_len": 1024}, "no room"), ({"alpha": float("nan")}, "finite"),
+                    ({"temperature": 0.0}, "temperature"), ({"truncation": "never"}, "truncation"),
+                    ({"ppo_mini_batch": 3, "prompts_per_step": 8}, "ppo_mini_batch"), ({"cf_lambda": -1.0}, "cf_lambda"),
+                    ({"finetune": "full", "backend": "server"}, "backend=vllm"),
+                    ({"task_path": "x.jsonl"}, "drop --task-path"), ({"task": "no_such_task"}, "unknown task source")]:
         with pytest.raises(ValueError, match=msg):
             train(preset(None, out_dir=str(tmp_path), **kw))
     assert time.monotonic() - t0 < 5
-    assert not list(tmp_path.iterdir())  # nothing was written
+    assert not list(tmp_path.iterdir())  # nothing was written, not even an empty run folder
+    (tmp_path / "a_file").write_text("x")
+    with pytest.raises(ValueError, match="is a file"):
+        train(preset(None, out_dir=str(tmp_path / "a_file")))
+
+
+def test_non_finite_gradient_stops_before_the_update(tiny_model):
+    from ccpo_agents.policy import Completion
+    from ccpo_algos.loss import LossConfig
+    from ccpo_algos.trainer import policy_step
+
+    team = HFTeam(tiny_model, ["agent_0"], LoraSpec(8, 16), "float32")
+    turns = [Completion("agent_0", "x", [1, 2, 3], [4, 5], [-1.0, -1.0], "stop"),
+             Completion("agent_0", "y", [1, 2], [6, 7, 8], [-1.0] * 3, "stop")]
+    params = team.trainable_parameters("agent_0")
+    opt = torch.optim.AdamW(params, lr=1e-2)
+    before = [p.detach().clone() for p in params]
+    cfg = preset("smoke", model=tiny_model, group_size=1, prompts_per_step=2)
+    with pytest.raises(FloatingPointError, match="not finite"):
+        policy_step(team, "agent_0", opt, turns, torch.tensor([float("nan"), 1.0]), cfg, LossConfig())
+    assert all(torch.equal(a, b) for a, b in zip(before, params))  # no step into NaN weights
 
 
 def test_cli_help_and_errors():
@@ -270,7 +295,13 @@ def test_killed_run_resumes_exactly(tiny_model, tmp_path):
     os.killpg(victim.pid, signal.SIGKILL)  # killed mid-run, engine and all
     victim.wait()
     assert not (run / "checkpoints" / "step_000004").exists()
-    resumed = _cli_train(common + ["--name", "killed", "--resume", str(run)], env)
+    config_before = (run / "config.json").read_text()
+    bad = subprocess.run([sys.executable, "-m", "ccpo_algos.cli", "train", "--resume", str(run), "--lr", "0.5"],
+                         env=env, capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "cannot change" in bad.stderr and "'lr'" in bad.stderr
+    assert (run / "config.json").read_text() == config_before  # nothing written before validation
+    resumed = subprocess.Popen([sys.executable, "-m", "ccpo_algos.cli", "train", "--resume", str(run)], env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     assert resumed.wait(timeout=600) == 0
     a, b = read_metrics(tmp_path / "full"), read_metrics(run)
     assert [r["step"] for r in b] == [1, 2, 3, 4]
@@ -279,6 +310,53 @@ def test_killed_run_resumes_exactly(tiny_model, tmp_path):
         x = _adapter(tmp_path / "full" / "checkpoints" / "step_000004" / "adapters" / role)
         y = _adapter(run / "checkpoints" / "step_000004" / "adapters" / role)
         assert all(torch.equal(x[k], y[k]) for k in x)
+
+
+def _descendants(pid):
+    out, todo = set(), [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            kids = [int(k) for t in os.listdir(f"/proc/{p}/task")
+                    for k in Path(f"/proc/{p}/task/{t}/children").read_text().split()]
+        except OSError:
+            kids = []
+        todo += [k for k in kids if k not in out]
+        out.update(kids)
+    return out
+
+
+def _alive(pid):
+    try:
+        return "State:\tZ" not in Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+
+
+@pytest.mark.slow
+def test_sigterm_stops_every_process_and_leaves_the_run_resumable(tiny_model, tmp_path):
+    env = dict(os.environ, CCPO_CACHE=str(tmp_path / "cache"))
+    common = ["--model", tiny_model, "--task", "rg:basic_arithmetic", "--checkpoint-every", "1", "--max-tokens",
+              "12", "--no-progress", "--no-tensorboard", "--out-dir", str(tmp_path), "--name", "term"]
+    proc = _cli_train(common + ["--steps", "50"], env)
+    run = tmp_path / "term"
+    deadline = time.monotonic() + 600
+    while not (run / "checkpoints" / "step_000001").exists():
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.2)
+    kids = _descendants(proc.pid)
+    assert kids, "the run should have started an engine process"
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=120) == 130
+    deadline = time.monotonic() + 30
+    while any(_alive(k) for k in kids) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not [k for k in kids if _alive(k)], "processes ccpo started outlived it"
+    k = int((run / "checkpoints" / "latest").read_text().strip()[len("step_"):])  # the last complete checkpoint
+    resumed = subprocess.run([sys.executable, "-m", "ccpo_algos.cli", "train", "--resume", str(run),
+                              "--steps", str(k + 1)], env=env, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert [r["step"] for r in read_metrics(run)] == list(range(1, k + 2))
 
 
 @pytest.mark.slow
@@ -314,6 +392,42 @@ def test_bench_suite_writes_table_plots_and_report(tiny_model, vllm_engine, tmp_
 
 
 @pytest.mark.slow
+def test_interrupted_bench_leaves_partial_results_and_resumes(tiny_model, vllm_engine, tmp_path, monkeypatch):
+    """Ctrl-C during the third run: results.json / table.md hold what finished; --resume continues the half-done
+    run from its checkpoint and runs the rest, without redoing references or finished runs."""
+    import ccpo_algos.trainer as trainer_mod
+    from benchmarks.suite import BenchConfig, run_suite
+
+    real_train, calls = trainer_mod.train, []
+
+    def interrupted_train(cfg, policy=None, on_step=None):
+        calls.append(cfg.name)
+
+        def boom(step, m):
+            on_step(step, m)
+            if len(calls) == 3 and step == 1:
+                raise KeyboardInterrupt  # as Ctrl-C during the third run, after its first step
+        return real_train(cfg, policy=policy, on_step=boom)
+
+    monkeypatch.setattr(trainer_mod, "train", interrupted_train)
+    bc = BenchConfig(preset="smoke", out_dir=str(tmp_path), model=tiny_model,
+                     extra={"task": "parity_stub", "truncation": "off", "checkpoint_every": 1})
+    with pytest.raises(KeyboardInterrupt):
+        run_suite(bc, policy=vllm_engine)
+    out = next(tmp_path.glob("bench-*"))
+    res = json.loads((out / "results.json").read_text())
+    assert len(res["runs"]) == 2 and len(res["references"]) == 2
+    assert "untrained team" in (out / "table.md").read_text()
+    monkeypatch.setattr(trainer_mod, "train", real_train)
+    assert run_suite(BenchConfig(resume=str(out)), policy=vllm_engine) == out
+    res = json.loads((out / "results.json").read_text())
+    assert len(res["runs"]) == 4 and len(res["references"]) == 2
+    third = next(r for r in res["runs"] if r["run_dir"].endswith(calls[2]))
+    assert [r["step"] for r in read_metrics(third["run_dir"])] == [1, 2]  # resumed, not restarted in a new folder
+    assert (out / "curves.png").exists()
+
+
+@pytest.mark.slow
 def test_data_parallel_two_cpu_ranks_on_gloo(tiny_model, tmp_path):
     """torchrun, 2 ranks, gloo: each rank plays its half of the prompts; averaged gradients keep the ranks' weights
     identical, and they did change."""
@@ -335,3 +449,12 @@ def test_data_parallel_two_cpu_ranks_on_gloo(tiny_model, tmp_path):
         r1 = _adapter(run / "rank1" / "final" / role)
         assert all(torch.equal(r0[k], r1[k]) for k in r0), f"{role}: ranks diverged"
         assert any(r0[k].abs().sum() > 0 for k in r0 if "lora_B" in k), f"{role}: nothing was trained"
+
+
+def test_library_does_not_import_its_benchmarks():
+    code = ("import sys, ccpo_algos.cli, ccpo_algos.trainer, ccpo_algos.config; "
+            "bad = [m for m in sys.modules if m == 'benchmarks' or m.startswith('benchmarks.')]; "
+            "assert not bad, bad; print(sorted(ccpo_algos.cli.commands()))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "bench" in out.stdout and "demo" in out.stdout  # registered from outside through entry points

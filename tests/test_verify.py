@@ -86,10 +86,12 @@ hostile = st.sampled_from([
     hostile,
 ), st.sampled_from(["42", r"\frac{1}{2}", "x^2+1", r"5\sqrt{2}"]))
 def test_math_verifier_never_raises_and_is_bounded(text, gold):
+    """Bounded: the answer within the 0.5 s budget of a warm worker, plus - right after a hostile answer killed
+    the worker - the wait for the warm standby (about 1 s idle): correctness over latency (issue 11)."""
     t0 = time.monotonic()
     s = safe_score(MATH, text, _task(gold))
     assert 0.0 <= s <= 1.0
-    assert time.monotonic() - t0 < 1.0, "the verifier must answer within 1 s"
+    assert time.monotonic() - t0 < 3.0, "the verifier must answer within its documented bound"
 
 
 @given(st.one_of(st.text(max_size=5000), hostile, st.binary(max_size=100), st.integers(), st.none()))
@@ -124,3 +126,64 @@ def test_wrong_numbers_score_zero_right_numbers_one(n, delta):
     t = _task(str(n))
     assert safe_score(MATH, f"so \\boxed{{{n}}}", t) == 1.0
     assert safe_score(MATH, f"so \\boxed{{{n + delta}}}", t) == 0.0
+
+
+def test_symbolic_worker_dies_with_its_parent_and_gets_no_secrets(tmp_path):
+    """A SIGKILLed parent must not leave a worker burning a core on a hostile expression; the worker's environment
+    holds no keys."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    script = tmp_path / "parent.py"
+    script.write_text(
+        "import sys, threading, time\n"
+        "from ccpo_envs.verify import SymbolicChecker\n"
+        "c = SymbolicChecker(timeout=600)\n"
+        "assert c.equal('1/2', '0.5')\n"
+        "print(c._proc.pid, c._standby.pid, flush=True)\n"
+        "threading.Thread(target=c.equal, args=('9^{9^{9^{9}}}', '1'), daemon=True).start()\n"
+        "time.sleep(600)\n")
+    env = dict(os.environ, CCPO_TEST_SECRET_TOKEN="hunter2")
+    parent = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True, env=env)
+    pids = [int(x) for x in parent.stdout.readline().split()]
+    assert len(pids) == 2
+    for pid in pids:
+        assert b"hunter2" not in open(f"/proc/{pid}/environ", "rb").read()
+    time.sleep(1)  # the hostile check is running in the worker now
+    parent.send_signal(signal.SIGKILL)
+    parent.wait()
+    deadline = time.monotonic() + 20
+
+    def alive(pid):
+        try:
+            return "State:\tZ" not in open(f"/proc/{pid}/status").read()
+        except OSError:
+            return False
+
+    while any(alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not [p for p in pids if alive(p)], "verifier workers outlived their SIGKILLed parent"
+
+
+@pytest.mark.slow
+def test_correct_answer_after_a_hostile_one_scores_one_under_cpu_load():
+    """A timed-out check kills its worker; the warm standby that replaces it must answer the next (correct) check
+    within the budget even on a busy machine."""
+    import subprocess
+    import sys
+
+    from ccpo_envs.verify import SymbolicChecker
+
+    burners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2)]
+    try:
+        checker = SymbolicChecker(timeout=0.5)
+        assert checker.equal("1/2", "0.5")
+        for _ in range(3):
+            assert not checker.equal("9^{9^{9^{9}}}", "1")  # times out, worker killed
+            assert checker.equal("\\frac{1}{2}", "0.5"), "a correct answer after a hostile one scored 0"
+    finally:
+        for b in burners:
+            b.kill()
+            b.wait()

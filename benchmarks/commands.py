@@ -1,0 +1,97 @@
+"""The benchmark suite's ``ccpo`` subcommands, registered through the ``ccpo.commands`` entry-point group (see
+``pyproject.toml``), so that ``ccpo_algos`` never imports ``benchmarks``.
+"""
+
+from __future__ import annotations
+
+import sys
+
+
+def demo(argv: list[str]) -> int:
+    import argparse
+
+    p = argparse.ArgumentParser(prog="ccpo demo", description=(
+        "Play one scripted episode of each environment (thinker/reasoner dyad and 3-voter vote) on held-out "
+        "reasoning-gym tasks, print the transcript with the counterfactual outcomes the algorithms consume, then "
+        "measure env throughput with scripted agents."))
+    p.add_argument("--source", default="math", help="task source: math, logic, arith_easy, rg:<name>, gsm8k, ...")
+    p.add_argument("--seed", type=int, default=0, help="seed of the task draw")
+    p.add_argument("--episodes", type=int, default=100, help="episodes per throughput measurement")
+    p.add_argument("--out", default=None, help="also write the throughput table (markdown) to this file")
+    args = p.parse_args(argv)
+
+    import ccpo_envs
+    from benchmarks import env_throughput
+
+    env = ccpo_envs.make("dyad_v0", source=args.source, split="eval", size=50, render_mode="ansi")
+    env.reset(seed=args.seed)
+    gold = env.unwrapped.task.answer
+    script = {("thinker_0", 0): "Work it out carefully, one operation at a time.",
+              ("reasoner_0", 0): f"Following the plan, the result is \\boxed{{{gold}}}.",
+              ("reasoner_0", 1): "I am not sure; maybe \\boxed{0}."}
+    for agent in env.agent_iter():
+        obs, _, term, trunc, info = env.last()
+        if term or trunc:
+            env.step(None)
+            continue
+        env.step(script[(agent, int(obs["observation"][1]))])
+    print("=== dyad_v0 (scripted: helpful thinker, reasoner fails alone) ===")
+    print(env.unwrapped.render())
+    print(f"R_joint={info['reward_joint']}  R_solo={info['reward_removed']['thinker_0']}  "
+          f"thinker credit Δ={info['reward_joint'] - info['reward_removed']['thinker_0']:+.0f}")
+
+    par = ccpo_envs.make("vote_v0", source=args.source, split="eval", size=50)
+    par.reset(seed=args.seed)
+    gold = par.unwrapped.task.answer
+    _, _, _, _, infos = par.step({"voter_0": f"\\boxed{{{gold}}}", "voter_1": f"\\boxed{{{gold}}}",
+                                  "voter_2": "I think it is \\boxed{-1}"})
+    i0 = infos["voter_0"]
+    print("\n=== vote_v0 (scripted: two right, one wrong) ===")
+    print(f"answers={i0['answers']}  team={i0['team_answer']!r}  R_joint={i0['reward_joint']}")
+    print("credit Δ_k = R_joint - R_¬k: " + ", ".join(
+        f"{k}={i0['reward_joint'] - r:+.1f}" for k, r in i0["reward_removed"].items()))
+    print()
+    env_throughput.main(["--episodes", str(args.episodes), "--source", args.source]
+                        + (["--out", args.out] if args.out else []))
+    return 0
+
+
+def bench(argv: list[str]) -> int:
+    """``ccpo bench [--preset default|full|long] [--ablations no_history no_gate ...]`` or ``ccpo bench report A B``."""
+    if argv[:1] == ["report"]:
+        if len(argv) != 3:
+            print("usage: ccpo bench report RESULTS_A RESULTS_B", file=sys.stderr)
+            return 2
+        from benchmarks.suite import report
+
+        try:
+            print(report(argv[1], argv[2]))
+        except FileNotFoundError as e:
+            print(f"ccpo bench report: {e}; pass two folders written by `ccpo bench`", file=sys.stderr)
+            return 2
+        return 0
+    import tyro
+
+    from benchmarks.suite import BENCH_PRESETS, BenchConfig, run_suite
+
+    bc = tyro.cli(BenchConfig, args=argv, prog="ccpo bench", description=(
+        "Train CCPO, shared-reward GRPO and MAPPO on the dyad and the vote (plus the untrained team and the "
+        f"reasoner alone as references) and write a table and plots. Presets: {', '.join(BENCH_PRESETS)}."))
+    try:
+        bc.runs()
+        if bc.resume:
+            from benchmarks.suite import load_result_folder
+
+            load_result_folder(bc.resume)
+    except ValueError as e:
+        print(f"ccpo bench: {e}", file=sys.stderr)
+        return 2
+    try:
+        out = run_suite(bc)
+    except KeyboardInterrupt:
+        return 130
+    print((out / "table.md").read_text())
+    print(f"results: {out}  (table.md, curves.png, credit.png, results.json)")
+    return 0
+
+

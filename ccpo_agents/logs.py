@@ -1,0 +1,31 @@
+"""Quiet logs by default: vLLM's and transformers' INFO lines and loading bars off, Python warnings once each.
+
+``ccpo bench`` / ``ccpo train`` call :func:`quiet_logs` unless ``--verbose`` is given. Values the user already set
+in the environment win. Call it before vLLM is imported (its logger reads the environment at import).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+
+
+def quiet_logs(verbose: bool = False) -> None:
+    """Keep warnings a user can act on (once each) and errors; hide INFO logs and model-loading progress bars."""
+    if verbose:
+        return
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    warnings.filterwarnings("once")
+    for name in ("vllm", "transformers", "datasets", "torch.distributed", "httpx"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+    except ImportError:
+        pass
