@@ -77,6 +77,8 @@ class VLLMPolicy:
                                   enable_lora=enable_lora, logprobs_mode="processed_logprobs")
         if enable_lora:
             kw.update(max_loras=max(1, len(roles)), max_lora_rank=max_lora_rank)
+        if os.environ.get("CCPO_QUIET") == "1":  # set by ccpo_agents.logs.quiet_logs
+            kw.update(use_tqdm_on_load=False)
         if on_cpu():
             # Chunked prefill discards a partial prefill's sampled token by rewinding the request's generator, and
             # CPU generators cannot rewind ("CPU Generator does not use offset"): off, so per-request seeds work.

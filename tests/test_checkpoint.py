@@ -38,3 +38,17 @@ def test_partial_writes_are_cleaned_and_pointers_validated(tmp_path):
         with pytest.raises(ValueError, match="not a checkpoint of this run"):
             latest_checkpoint(tmp_path)
     assert latest_checkpoint(tmp_path / "nowhere") is None
+
+
+def test_resume_trims_metric_rows_written_after_the_last_checkpoint(tmp_path):
+    """A run killed after a metrics row but before its checkpoint: the rows past the checkpoint go (step 0
+    included: killed before the first checkpoint), so the resumed run writes no duplicate rows."""
+    from ccpo_algos.config import preset
+    from ccpo_algos.trainer import RunLogger, read_metrics
+
+    cfg = preset(None, tensorboard=False)
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps({"step": s, "x": s}) + "\n" for s in (1, 2, 3)))
+    RunLogger(tmp_path, cfg, resume_step=2, resumed=True).close()
+    assert [r["step"] for r in read_metrics(tmp_path)] == [1, 2]
+    RunLogger(tmp_path, cfg, resume_step=0, resumed=True).close()
+    assert read_metrics(tmp_path) == []
