@@ -124,6 +124,19 @@ def _final(rows: list[dict[str, float]]) -> dict[str, float]:
     return out
 
 
+def _reference_key(cfg: Any) -> str:
+    """What the untrained team's held-out score depends on: the env, the held-out tasks themselves and the settings
+    of the episodes (not the seed: the held-out split and the evaluation's sampling seeds do not depend on it), so
+    that identical references are evaluated once."""
+    from ccpo_algos.trainer import task_source
+
+    src = task_source(cfg, cfg.eval_split, cfg.eval_size)
+    ids = [src[i].task_id for i in range(min(cfg.eval_size, len(src)))]
+    return json.dumps([cfg.env, ids, cfg.eval_samples, cfg.temperature, cfg.top_p, cfg.max_tokens, cfg.truncation,
+                       cfg.template, cfg.n_voters, cfg.tie_rule, cfg.thinker_prompt, cfg.solver_prompt,
+                       list(cfg.extract_modes), cfg.model, cfg.max_model_len, cfg.dtype])
+
+
 def _save(results: dict[str, Any], out: Path) -> None:
     """results.json and table.md as they stand (after every run: an interrupted bench stays readable)."""
     tmp = out / ".results.json.tmp"
@@ -191,15 +204,25 @@ def run_suite(bc: BenchConfig, policy: Any | None = None) -> Path:
             roles = ["thinker_0", "reasoner_0"] + [f"voter_{i}" for i in range(c0.n_voters)]
             bar.set_postfix_str("starting the vLLM engine", refresh=True)
             policy = build_policy(c0, resolve_model(bc.model), roles)
+        known: dict[str, dict[str, Any]] = {}  # reference key -> its entry (identical references run once)
+        for ref in results["references"]:
+            if "key" in ref:
+                known.setdefault(ref["key"], ref)
         for env, seed in refs:  # references: the untrained team (and the reasoner alone, in its infos)
             if (env, seed) in done_refs:
                 continue
             cfg = next(c for _, e, s, c in cfgs if (e, s) == (env, seed))
             bar.set_postfix_str(f"untrained team {env}/s{seed}", refresh=True)
-            t0 = time.perf_counter()
-            ref = evaluate_untrained(cfg, policy)
-            results["references"].append({"label": "untrained", "env": env, "seed": seed, "metrics": ref,
-                                          "seconds": time.perf_counter() - t0})
+            key = _reference_key(cfg)
+            if key in known:  # same held-out tasks and settings as another seed's: the same numbers
+                results["references"].append({**known[key], "seed": seed, "seconds": 0.0,
+                                              "same_as_seed": known[key]["seed"]})
+            else:
+                t0 = time.perf_counter()
+                ref = evaluate_untrained(cfg, policy)
+                known[key] = {"label": "untrained", "env": env, "seed": seed, "metrics": ref,
+                              "seconds": time.perf_counter() - t0, "key": key}
+                results["references"].append(known[key])
             _save(results, out)
             bar.update(1)
         for label, env, seed, cfg in todo:

@@ -382,9 +382,12 @@ def test_bench_suite_writes_table_plots_and_report(tiny_model, vllm_engine, tmp_
     assert f"{gain:+.3f}" in row  # the "vs untrained" column is the change over the same seed's untrained team
     assert (out / "curves.png").stat().st_size > 1000 and (out / "credit.png").stat().st_size > 1000
     out2 = run_suite(BenchConfig(preset="smoke", out_dir=str(tmp_path), model=tiny_model, envs=("vote_v0",),
-                                 algos=("grpo",), extra={"task": "parity_stub", "progress": False}),
+                                 algos=("grpo",), seeds=(0, 1), extra={"task": "parity_stub", "progress": False}),
                      policy=vllm_engine)
     assert out2 != out and out.exists()  # a new folder, the earlier run untouched
+    refs = json.loads((out2 / "results.json").read_text())["references"]
+    assert [r["seed"] for r in refs] == [0, 1] and refs[1]["same_as_seed"] == 0  # same held-out tasks: run once
+    assert refs[1]["metrics"] == refs[0]["metrics"]
     rep = report(out, out2)
     assert "grpo" in rep and out.name in rep
     with pytest.raises(ValueError, match="unknown ablation"):
