@@ -23,7 +23,8 @@ from typing import Any
 
 #: Suite presets. ``train`` holds TrainConfig overrides shared by every run.
 BENCH_PRESETS: dict[str, dict[str, Any]] = {
-    # The README's main job: CPU, embedded SmolLM2-135M, < 30 minutes on 2 cores.
+    # The README's main job: CPU, embedded SmolLM2-135M: 23 min on one 2-core CPU, 41 min on an AVX2-only one
+    # (benchmarks/measured/); halving it is issue 10.
     # 10 steps x 16 episodes per run (on top of the `cpu` TrainConfig preset); held-out eval at the end.
     "default": dict(algos=("ccpo", "grpo", "mappo"), envs=("dyad_v0", "vote_v0"), seeds=(0,),
                     train=dict(steps=10, prompts_per_step=4, group_size=4, eval_size=32, eval_every=0)),
@@ -58,7 +59,7 @@ class BenchConfig:
     """What ``ccpo bench`` runs."""
 
     preset: str = "default"
-    """Suite preset: default (CPU, < 30 min), full (3 seeds), long, smoke."""
+    """Suite preset: default (CPU, 25-45 min on 2 cores), full (3 seeds), long, smoke."""
     out_dir: str = "results"
     """Parent folder; each invocation writes a new ``bench-<time>`` folder in it."""
     model: str = "embedded"
