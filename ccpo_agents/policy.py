@@ -30,23 +30,6 @@ DEFAULT_ROLE_PROMPTS: dict[str, str] = {
     "agent": REASONER_PROMPT,
 }
 
-#: The released recipe's prompts (bhai114/ccpo ``CCPO/examples/gspo_trainer/two_model/prompt_templates.py``,
-#: ``build_*_chat``). A ``<kind>/removed`` key is the system prompt of that kind's counterfactual re-runs (the
-#: solver's solo run has its own).
-RELEASED_ROLE_PROMPTS: dict[str, str] = {
-    "thinker": ("You are a math thinker. Read the problem carefully and write ONLY the solving thought, key "
-                "observations, and the high-level approach. Do NOT compute or reveal the final numerical answer. Do "
-                "NOT use a \\boxed{...} expression. Stop right before you would state the final answer."),
-    "reasoner": ("You are a math solver. You are given a problem and a thinker's thought. Use the thought as guidance "
-                 "to write the final solution and state the final answer in a \\boxed{...} expression on the last "
-                 "line."),
-    "reasoner/removed": ("You are a math solver. Solve the given problem directly and state the final answer in a "
-                         "\\boxed{...} expression on the last line."),
-}
-RELEASED_ROLE_PROMPTS["voter"] = RELEASED_ROLE_PROMPTS["agent"] = RELEASED_ROLE_PROMPTS["reasoner/removed"]
-
-#: Prompt sets by template name (``TrainConfig.template``).
-ROLE_PROMPT_SETS: dict[str, dict[str, str]] = {"v1": DEFAULT_ROLE_PROMPTS, "v2": RELEASED_ROLE_PROMPTS}
 
 
 def role_kind(agent: str) -> str:

@@ -20,7 +20,7 @@ import torch
 from ccpo_agents.hardware import resolve_device, resolve_dtype
 from ccpo_agents.hf_backend import CRITIC, HFTeam, LoraSpec
 from ccpo_agents.models import resolve_model
-from ccpo_agents.policy import ROLE_PROMPT_SETS, ChatFormatter, Completion, SamplingConfig
+from ccpo_agents.policy import DEFAULT_ROLE_PROMPTS, ChatFormatter, Completion, SamplingConfig
 from ccpo_algos.advantage import AdvantageConfig
 from ccpo_algos.algorithms import ALGORITHMS
 from ccpo_algos.checkpoint import (
@@ -38,13 +38,14 @@ from ccpo_algos.loss import LossConfig, policy_loss, value_loss
 from ccpo_algos.metrics import rollout_metrics
 from ccpo_algos.rollout import RolloutBatch, collect, request_seed, team_layout
 from ccpo_envs import make
+from ccpo_envs.prompts import RELEASED_ROLE_PROMPTS  # the topology's prompts live with the envs
 from ccpo_envs.registry import resolve_source
 
 # ------------------------------------------------------------------------------------------------- helpers
 
 
 def role_prompts(cfg: TrainConfig) -> dict[str, str | None]:
-    p: dict[str, str | None] = dict(ROLE_PROMPT_SETS[cfg.template])
+    p: dict[str, str | None] = dict(RELEASED_ROLE_PROMPTS if cfg.template == "v2" else DEFAULT_ROLE_PROMPTS)
     if cfg.thinker_prompt is not None:
         p["thinker"] = cfg.thinker_prompt
     if cfg.solver_prompt is not None:

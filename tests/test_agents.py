@@ -295,7 +295,7 @@ def test_released_template_prompts_and_solver_turn(tiny_model):
     from transformers import AutoTokenizer
 
     import ccpo_envs
-    from ccpo_agents.policy import RELEASED_ROLE_PROMPTS
+    from ccpo_envs.prompts import RELEASED_ROLE_PROMPTS
 
     f = ChatFormatter(AutoTokenizer.from_pretrained(tiny_model), RELEASED_ROLE_PROMPTS)
     assert "math thinker" in f.system_prompt("thinker_0")
