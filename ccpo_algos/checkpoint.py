@@ -45,7 +45,7 @@ def _fsync_tree(root: Path) -> None:
         _fsync_dir(d)
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
+def atomic_write_text(path: Path, text: str) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     with os.fdopen(fd, "w") as f:
         f.write(text)
@@ -64,6 +64,7 @@ def clean_partial_writes(run_dir: Path) -> list[str]:
             if p.name.startswith("."):
                 shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
                 gone.append(p.name)
+        _repair_best(root)
     return gone
 
 
@@ -97,15 +98,28 @@ def prune_checkpoints(run_dir: Path, keep: int) -> list[str]:
     return gone
 
 
+def _repair_best(root: Path) -> dict | None:
+    """``best.json`` is the record; ``best`` (the pointer) is written after it. A run killed between the two writes
+    leaves the pointer behind: point it at the record's step again. Returns the record."""
+    rec = root / "best.json"
+    if not rec.is_file():
+        return None
+    best = json.loads(rec.read_text())
+    name = f"step_{int(best['step']):06d}"
+    ptr = root / "best"
+    if (root / name / "state.json").is_file() and (not ptr.is_file() or ptr.read_text().strip() != name):
+        atomic_write_text(ptr, name)
+    return best
+
+
 def mark_best(run_dir: Path, step: int, score: float) -> bool:
     """Point ``checkpoints/best`` at ``step`` if ``score`` beats the recorded best; returns whether it did."""
     root = run_dir / "checkpoints"
-    rec = root / "best.json"
-    best = json.loads(rec.read_text())["score"] if rec.exists() else float("-inf")
-    if score <= best:
+    best = _repair_best(root)
+    if best is not None and score <= best["score"]:
         return False
-    _atomic_write_text(rec, json.dumps({"step": step, "score": score}))
-    _atomic_write_text(root / "best", f"step_{step:06d}")
+    atomic_write_text(root / "best.json", json.dumps({"step": step, "score": score}))
+    atomic_write_text(root / "best", f"step_{step:06d}")
     return True
 
 
@@ -140,7 +154,7 @@ def save_checkpoint(run_dir: Path, step: int, team: Any, optimizers: dict, sched
         _fsync_dir(root)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    _atomic_write_text(root / "latest", final.name)
+    atomic_write_text(root / "latest", final.name)
     return final
 
 

@@ -24,6 +24,7 @@ from ccpo_agents.policy import DEFAULT_ROLE_PROMPTS, ChatFormatter, Completion, 
 from ccpo_algos.advantage import AdvantageConfig
 from ccpo_algos.algorithms import ALGORITHMS
 from ccpo_algos.checkpoint import (
+    atomic_write_text,
     clean_partial_writes,
     latest_checkpoint,
     load_checkpoint,
@@ -290,20 +291,32 @@ def evaluate(policy: Any, envs: list[Any], source: Any, size: int, cfg: TrainCon
     return m
 
 
+def _rows_upto(path: Path, step: int) -> list[str]:
+    """The metrics lines of steps <= ``step``; a torn last line (the run was killed while writing it) is dropped."""
+    keep = []
+    for ln in path.read_text().splitlines():
+        try:
+            if ln and json.loads(ln)["step"] <= step:
+                keep.append(ln)
+        except (json.JSONDecodeError, KeyError, TypeError):
+            continue
+    return keep
+
+
 class RunLogger:
     """metrics.jsonl (always), TensorBoard and W&B (optional)."""
 
     def __init__(self, run_dir: Path, cfg: TrainConfig, resume_step: int, resumed: bool = False):
         self.path = run_dir / "metrics.jsonl"
         if resumed and self.path.exists():  # drop rows after the checkpoint (even step 0): they are recomputed
-            lines = [ln for ln in self.path.read_text().splitlines() if ln and json.loads(ln)["step"] <= resume_step]
-            self.path.write_text("".join(ln + "\n" for ln in lines))
+            atomic_write_text(self.path, "".join(ln + "\n" for ln in _rows_upto(self.path, resume_step)))
         self.tb = self.wb = None
         if cfg.tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
 
-                self.tb = SummaryWriter(str(run_dir / "tb"))
+                # purge_step: TensorBoard hides the killed run's events from the resumed step on
+                self.tb = SummaryWriter(str(run_dir / "tb"), purge_step=resume_step + 1 if resumed else None)
             except ImportError:
                 warnings.warn("tensorboard is not installed; logging to metrics.jsonl only")
         if cfg.wandb:
@@ -314,6 +327,8 @@ class RunLogger:
     def log(self, step: int, metrics: dict[str, float]) -> None:
         with open(self.path, "a") as f:
             f.write(json.dumps({"step": step, **metrics}) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
         if self.tb is not None:
             for k, v in metrics.items():
                 self.tb.add_scalar(k, v, step)

@@ -52,3 +52,45 @@ def test_resume_trims_metric_rows_written_after_the_last_checkpoint(tmp_path):
     assert [r["step"] for r in read_metrics(tmp_path)] == [1, 2]
     RunLogger(tmp_path, cfg, resume_step=0, resumed=True).close()
     assert read_metrics(tmp_path) == []
+
+
+def test_a_torn_metrics_row_is_dropped_on_resume(tmp_path):
+    """Killed while writing a row: the half line is dropped, not a JSON error that blocks the resume."""
+    from ccpo_algos.config import preset
+    from ccpo_algos.trainer import RunLogger, read_metrics
+
+    rows = "".join(json.dumps({"step": s, "x": s}) + "\n" for s in (1, 2))
+    (tmp_path / "metrics.jsonl").write_text(rows + '{"step": 3, "x"')
+    RunLogger(tmp_path, preset(None, tensorboard=False), resume_step=2, resumed=True).close()
+    assert [r["step"] for r in read_metrics(tmp_path)] == [1, 2]
+
+
+def test_best_pointer_left_behind_by_a_kill_is_repaired(tmp_path):
+    """best.json is written before the best pointer: a kill between the two leaves the pointer on the older best,
+    which the next start (or the next mark) points at the recorded step again, so pruning keeps the true best."""
+    root = _fake_checkpoints(tmp_path, [1, 2, 3, 4])
+    assert mark_best(tmp_path, 1, 0.5)
+    (root / "best.json").write_text(json.dumps({"step": 3, "score": 0.8}))  # killed before the pointer moved
+    clean_partial_writes(tmp_path)
+    assert (root / "best").read_text() == "step_000003"
+    assert not mark_best(tmp_path, 4, 0.7)  # the record, not the stale pointer, is what a new score must beat
+    assert prune_checkpoints(tmp_path, keep=1) == ["step_000001", "step_000002"]
+
+
+def test_resumed_tensorboard_shows_each_step_once(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from ccpo_algos.config import preset
+    from ccpo_algos.trainer import RunLogger
+
+    cfg = preset(None, tensorboard=True)
+    first = RunLogger(tmp_path, cfg, resume_step=0)
+    for s in (1, 2, 3):
+        first.log(s, {"x": float(s)})
+    first.close()  # killed after step 3's row; the checkpoint is step 2
+    again = RunLogger(tmp_path, cfg, resume_step=2, resumed=True)
+    again.log(3, {"x": 30.0})
+    again.close()
+    ea = EventAccumulator(str(tmp_path / "tb"))
+    ea.Reload()
+    assert [(e.step, e.value) for e in ea.Scalars("x")] == [(1, 1.0), (2, 2.0), (3, 30.0)]

@@ -3,6 +3,7 @@
 import json
 import math
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -18,6 +19,7 @@ from ccpo_agents.hf_backend import HFTeam, LoraSpec
 from ccpo_agents.policy import SamplingConfig
 from ccpo_agents.scripted import ConstantPolicy, IgnoresTeammatePolicy, OraclePolicy, PerRolePolicy
 from ccpo_algos.algorithms import ALGORITHMS
+from ccpo_algos.checkpoint import latest_checkpoint
 from ccpo_algos.config import preset
 from ccpo_algos.credit import CreditConfig
 from ccpo_algos.rollout import collect, team_layout
@@ -279,22 +281,60 @@ def test_full_finetune_trains_each_role_as_its_own_model(tiny_model, tmp_path):
     assert abs(rows[1]["policy/engine_log_ratio"]) < 0.02 and rows[1]["policy/engine_log_ratio_abs"] < 0.02
 
 
+def _killed_at(point, args, env):
+    """Run ``ccpo train`` under tests/kill_points.py: SIGKILLed, engine and all, at the first ``point``."""
+    script = str(Path(__file__).with_name("kill_points.py"))
+    p = subprocess.Popen([sys.executable, script, point] + args, env=env, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL, start_new_session=True)
+    assert p.wait(timeout=600) == -signal.SIGKILL, f"the run was not killed at {point}"
+
+
+def _checkpoint_invariants(run):
+    """What every kill must leave: ``latest`` names a complete checkpoint of this run, and the metrics rows past
+    it are only the ones the resume will trim."""
+    ckpt = latest_checkpoint(run)
+    k = 0 if ckpt is None else int(ckpt.name[len("step_"):])
+    if ckpt is not None:
+        for f in ("state.json", "optim.pt", "adapters/thinker_0/adapter_model.safetensors",
+                  "adapters/reasoner_0/adapter_model.safetensors"):
+            assert (ckpt / f).is_file(), f
+    return k
+
+
 @pytest.mark.slow
 def test_killed_run_resumes_exactly(tiny_model, tmp_path):
+    """SIGKILL a real run (engine and all) four times, at the moments a crash is hardest on its files: at a random
+    moment of a step, right after a metrics row, in the middle of a checkpoint write, and between a checkpoint's
+    rename and its ``latest`` pointer. Every resume continues the run it was given; the finished run's metrics and
+    adapters equal an uninterrupted run's, with no duplicate row and no leftover temporary folder."""
     env = dict(os.environ, CCPO_CACHE=str(tmp_path / "cache"))
-    common = ["--model", tiny_model, "--task", "rg:basic_arithmetic", "--steps", "4", "--checkpoint-every", "1",
-              "--lr", "0.01", "--max-tokens", "12", "--no-progress", "--no-tensorboard", "--out-dir", str(tmp_path)]
+    common = ["--model", tiny_model, "--task", "rg:basic_arithmetic", "--steps", "6", "--checkpoint-every", "1",
+              "--lr", "0.01", "--max-tokens", "12", "--no-progress", "--out-dir", str(tmp_path)]
     full = _cli_train(common + ["--name", "full"], env)
     assert full.wait(timeout=600) == 0
     victim = _cli_train(common + ["--name", "killed"], env)
     run = tmp_path / "killed"
     deadline = time.monotonic() + 600
-    while not (run / "checkpoints" / "step_000002").exists():
+    while not (run / "checkpoints" / "step_000001").exists():
         assert victim.poll() is None and time.monotonic() < deadline, "run ended before it could be killed"
         time.sleep(0.2)
-    os.killpg(victim.pid, signal.SIGKILL)  # killed mid-run, engine and all
+    time.sleep(random.uniform(0.0, 1.0))  # somewhere in step 2 (rollout, update or sync)
+    os.killpg(victim.pid, signal.SIGKILL)
     victim.wait()
-    assert not (run / "checkpoints" / "step_000004").exists()
+    k = _checkpoint_invariants(run)
+    assert 1 <= k < 6, "the run should have been killed before its end"
+    resume = ["--resume", str(run)]
+
+    _killed_at("after-metrics", resume, env)
+    assert _checkpoint_invariants(run) == k and read_metrics(run)[-1]["step"] == k + 1  # a row past the checkpoint
+
+    _killed_at("checkpoint-write", resume, env)
+    assert _checkpoint_invariants(run) == k
+    assert list((run / "checkpoints").glob(f".step_{k + 1:06d}.*")), "the write should have been cut short"
+
+    _killed_at("latest-pointer", resume, env)
+    assert _checkpoint_invariants(run) == k and (run / "checkpoints" / f"step_{k + 1:06d}" / "state.json").is_file()
+
     config_before = (run / "config.json").read_text()
     bad = subprocess.run([sys.executable, "-m", "ccpo_algos.cli", "train", "--resume", str(run), "--lr", "0.5"],
                          env=env, capture_output=True, text=True, timeout=120)
@@ -304,12 +344,21 @@ def test_killed_run_resumes_exactly(tiny_model, tmp_path):
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     assert resumed.wait(timeout=600) == 0
     a, b = read_metrics(tmp_path / "full"), read_metrics(run)
-    assert [r["step"] for r in b] == [1, 2, 3, 4]
+    assert [r["step"] for r in b] == [1, 2, 3, 4, 5, 6]
     assert _comparable(a) == _comparable(b)
+    assert not [p for p in (run / "checkpoints").iterdir() if p.name.startswith(".")]
+    kept = sorted(p.name for p in (run / "checkpoints").iterdir() if p.name.startswith("step_"))
+    assert kept[-1] == "step_000006" and len(kept) <= 4  # keep_checkpoints (3) plus the best
     for role in ("thinker_0", "reasoner_0"):
-        x = _adapter(tmp_path / "full" / "checkpoints" / "step_000004" / "adapters" / role)
-        y = _adapter(run / "checkpoints" / "step_000004" / "adapters" / role)
+        x = _adapter(tmp_path / "full" / "checkpoints" / "step_000006" / "adapters" / role)
+        y = _adapter(run / "checkpoints" / "step_000006" / "adapters" / role)
         assert all(torch.equal(x[k], y[k]) for k in x)
+    # TensorBoard: the resumed steps' events replace the killed ones (purge_step), none is shown twice
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    ea = EventAccumulator(str(run / "tb"))
+    ea.Reload()
+    assert [e.step for e in ea.Scalars("charts/accuracy_joint")] == [1, 2, 3, 4, 5, 6]
 
 
 def _descendants(pid):

@@ -1,0 +1,55 @@
+"""Run ``ccpo train`` and SIGKILL its whole process group (engine included) at the first moment named by argv[1].
+
+Used by tests/test_trainer.py to kill real runs at the moments a crash is hardest on the run's files:
+
+- ``after-metrics``: a metrics row is written, its checkpoint is not;
+- ``checkpoint-write``: every file of the new checkpoint is written into its temporary folder, not yet renamed;
+- ``latest-pointer``: the new checkpoint folder is in place, the ``latest`` pointer still names the previous one.
+
+The kill is a real SIGKILL of the process group, as a machine losing power or the OOM killer would deliver it;
+nothing is faked except the moment, which a wrapper around the named function picks.
+
+    python tests/kill_points.py checkpoint-write --resume runs/run
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+
+
+def _die() -> None:
+    os.killpg(os.getpgid(0), signal.SIGKILL)
+
+
+def _arm(point: str) -> None:
+    from ccpo_algos import checkpoint, trainer
+
+    if point == "after-metrics":  # the trainer calls save_checkpoint right after the step's metrics row
+        trainer.save_checkpoint = lambda *a, **k: _die()
+    elif point == "checkpoint-write":
+        real = checkpoint._fsync_tree
+
+        def fsync_then_die(root):
+            real(root)
+            _die()
+        checkpoint._fsync_tree = fsync_then_die
+    elif point == "latest-pointer":
+        real_write = checkpoint.atomic_write_text
+
+        def write(path, text):
+            if path.name == "latest":
+                _die()
+            real_write(path, text)
+        checkpoint.atomic_write_text = write
+    else:
+        raise SystemExit(f"unknown kill point {point!r}")
+
+
+if __name__ == "__main__":
+    _arm(sys.argv[1])
+    from ccpo_algos.cli import main
+
+    sys.argv = ["ccpo", "train"] + sys.argv[2:]
+    main()
