@@ -37,7 +37,8 @@ def ccpo_step_times(args: argparse.Namespace, **overrides: Any) -> tuple[list[fl
     from ccpo_agents.models import resolve_model
     from ccpo_algos.config import preset
     from ccpo_algos.metrics import step_seconds
-    from ccpo_algos.trainer import read_metrics, train
+    from ccpo_algos.runlog import read_metrics
+    from ccpo_algos.trainer import train
 
     cfg = preset("cpu", prompts_per_step=args.prompts, group_size=args.group, max_tokens=args.max_tokens,
                  steps=args.steps, eval_every=0, eval_size=1, eval_samples=0, checkpoint_every=0,

@@ -129,7 +129,7 @@ def _reference_key(cfg: Any) -> str:
     """What the untrained team's held-out score depends on: the env, the held-out tasks themselves and the settings
     of the episodes (not the seed: the held-out split and the evaluation's sampling seeds do not depend on it), so
     that identical references are evaluated once."""
-    from ccpo_algos.trainer import task_source
+    from ccpo_algos.build import task_source
 
     src = task_source(cfg, cfg.eval_split, cfg.eval_size)
     ids = [src[i].task_id for i in range(min(cfg.eval_size, len(src)))]
@@ -173,7 +173,10 @@ def run_suite(bc: BenchConfig, policy: Any | None = None) -> Path:
     quiet_logs(bc.verbose)  # before vLLM is imported
 
     from ccpo_agents.models import resolve_model
-    from ccpo_algos.trainer import build_policy, evaluate_untrained, read_metrics, train, unique_dir
+    from ccpo_algos.build import build_policy, unique_dir
+    from ccpo_algos.evaluation import evaluate_untrained
+    from ccpo_algos.runlog import read_metrics
+    from ccpo_algos.trainer import train
 
     if bc.resume:
         bc, out, results = load_result_folder(bc.resume)
@@ -316,7 +319,7 @@ def table(results: dict[str, Any]) -> str:
 def step_time_ratios(results: dict[str, Any]) -> dict[str, float]:
     """Mean training step time of ``ccpo`` over ``grpo``, per topology (from the runs' perf metrics)."""
     from ccpo_algos.metrics import step_seconds
-    from ccpo_algos.trainer import read_metrics
+    from ccpo_algos.runlog import read_metrics
 
     def step_time(label: str, env: str) -> float | None:
         times = [step_seconds(r) for run in results["runs"] if run["label"] == label and run["env"] == env
@@ -338,7 +341,7 @@ def plot(results: dict[str, Any], out: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from ccpo_algos.trainer import read_metrics
+    from ccpo_algos.runlog import read_metrics
 
     envs = sorted({r["env"] for r in results["runs"]})
     fig, axes = plt.subplots(1, len(envs), figsize=(6 * len(envs), 4), squeeze=False)

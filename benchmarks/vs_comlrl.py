@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> str:
 
     import ccpo_envs
     from ccpo_agents.hf_backend import LoraSpec
-    from ccpo_algos.trainer import role_prompts
+    from ccpo_algos.build import role_prompts
 
     # ccpo: the dyad, shared-reward GRPO, both agents updated every step
     ccpo_steps, cfg, rows = ccpo_step_times(args, env="dyad_v0", algo="grpo", schedule="simultaneous")

@@ -54,7 +54,8 @@ def _run_train(cfg: "TrainConfig") -> int:  # noqa: F821 - imported lazily
     from ccpo_agents.logs import quiet_logs
 
     quiet_logs(cfg.verbose)
-    from ccpo_algos.trainer import read_metrics, train
+    from ccpo_algos.runlog import read_metrics
+    from ccpo_algos.trainer import train
 
     try:
         run_dir = train(cfg)
@@ -122,7 +123,7 @@ def _eval(argv: list[str]) -> int:
                         "minerva, gaokao2023en with --split test)")
     p.add_argument("--task-path", default=None, help="local copy of a hub benchmark (offline use)")
     args = p.parse_args(argv)
-    from ccpo_algos.trainer import evaluate_run
+    from ccpo_algos.evaluation import evaluate_run
 
     try:
         out = evaluate_run(args.run, args.split, args.size, task=args.task, task_path=args.task_path)

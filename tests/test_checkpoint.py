@@ -44,7 +44,7 @@ def test_resume_trims_metric_rows_written_after_the_last_checkpoint(tmp_path):
     """A run killed after a metrics row but before its checkpoint: the rows past the checkpoint go (step 0
     included: killed before the first checkpoint), so the resumed run writes no duplicate rows."""
     from ccpo_algos.config import preset
-    from ccpo_algos.trainer import RunLogger, read_metrics
+    from ccpo_algos.runlog import RunLogger, read_metrics
 
     cfg = preset(None, tensorboard=False)
     (tmp_path / "metrics.jsonl").write_text("".join(json.dumps({"step": s, "x": s}) + "\n" for s in (1, 2, 3)))
@@ -57,7 +57,7 @@ def test_resume_trims_metric_rows_written_after_the_last_checkpoint(tmp_path):
 def test_a_torn_metrics_row_is_dropped_on_resume(tmp_path):
     """Killed while writing a row: the half line is dropped, not a JSON error that blocks the resume."""
     from ccpo_algos.config import preset
-    from ccpo_algos.trainer import RunLogger, read_metrics
+    from ccpo_algos.runlog import RunLogger, read_metrics
 
     rows = "".join(json.dumps({"step": s, "x": s}) + "\n" for s in (1, 2))
     (tmp_path / "metrics.jsonl").write_text(rows + '{"step": 3, "x"')
@@ -81,7 +81,7 @@ def test_resumed_tensorboard_shows_each_step_once(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     from ccpo_algos.config import preset
-    from ccpo_algos.trainer import RunLogger
+    from ccpo_algos.runlog import RunLogger
 
     cfg = preset(None, tensorboard=True)
     first = RunLogger(tmp_path, cfg, resume_step=0)

@@ -17,7 +17,7 @@ from ccpo_agents.policy import Completion
 from ccpo_algos.advantage import AdvantageConfig, mappo_advantage
 from ccpo_algos.config import preset
 from ccpo_algos.loss import LossConfig, value_loss
-from ccpo_algos.trainer import policy_step
+from ccpo_algos.update import policy_step
 
 
 class MetaAsAccelerator(TorchDispatchMode):

@@ -23,7 +23,10 @@ from ccpo_algos.checkpoint import latest_checkpoint
 from ccpo_algos.config import preset
 from ccpo_algos.credit import CreditConfig
 from ccpo_algos.rollout import collect, team_layout
-from ccpo_algos.trainer import batch_indices, evaluate_run, mini_batches, read_metrics, roles_to_train, train
+from ccpo_algos.evaluation import evaluate_run
+from ccpo_algos.runlog import read_metrics
+from ccpo_algos.trainer import batch_indices, roles_to_train, train
+from ccpo_algos.update import mini_batches
 
 
 import parity_plugin  # noqa: F401,E402 - registers the parity_stub task source
@@ -210,7 +213,7 @@ def test_bad_config_fails_before_any_model_loads(tmp_path):
 def test_non_finite_gradient_stops_before_the_update(tiny_model):
     from ccpo_agents.policy import Completion
     from ccpo_algos.loss import LossConfig
-    from ccpo_algos.trainer import policy_step
+    from ccpo_algos.update import policy_step
 
     team = HFTeam(tiny_model, ["agent_0"], LoraSpec(8, 16), "float32")
     turns = [Completion("agent_0", "x", [1, 2, 3], [4, 5], [-1.0, -1.0], "stop"),

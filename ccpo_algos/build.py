@@ -1,0 +1,97 @@
+"""Building a run from its config: the policy (generation backend), task sources, environments' options, the
+team's agents and role prompts, optimiser schedules and run folders. No training happens here."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ccpo_agents.hardware import resolve_dtype
+from ccpo_agents.policy import DEFAULT_ROLE_PROMPTS
+from ccpo_algos.config import TrainConfig
+from ccpo_envs import make
+from ccpo_envs.prompts import RELEASED_ROLE_PROMPTS  # the topology's prompts live with the envs
+from ccpo_envs.registry import resolve_source
+
+
+def role_prompts(cfg: TrainConfig) -> dict[str, str | None]:
+    p: dict[str, str | None] = dict(RELEASED_ROLE_PROMPTS if cfg.template == "v2" else DEFAULT_ROLE_PROMPTS)
+    if cfg.thinker_prompt is not None:
+        p["thinker"] = cfg.thinker_prompt
+    if cfg.solver_prompt is not None:
+        p.update(reasoner=cfg.solver_prompt, voter=cfg.solver_prompt)
+    return p
+
+
+def env_kwargs(cfg: TrainConfig, counterfactual: bool) -> dict[str, Any]:
+    if cfg.env == "dyad_v0":
+        return {"counterfactual": counterfactual, "truncation": cfg.truncation, "template": cfg.template}
+    return {"n": cfg.n_voters, "tie_rule": cfg.tie_rule, "truncation": cfg.truncation}
+
+
+def team_agents(cfg: TrainConfig) -> list[str]:
+    return ["thinker_0", "reasoner_0"] if cfg.env == "dyad_v0" else [f"voter_{i}" for i in range(cfg.n_voters)]
+
+
+def build_policy(cfg: TrainConfig, model_path: str, roles: list[str]) -> Any:
+    """The rollout backend named by ``cfg.backend``."""
+    import torch
+
+    dtype = resolve_dtype(cfg.dtype, "cuda" if torch.cuda.is_available() else "cpu")  # where vLLM runs
+    if cfg.finetune == "full":
+        from ccpo_agents.full_backend import PerRoleEngines
+
+        return PerRoleEngines(model_path, roles, max_model_len=cfg.max_model_len, seed=cfg.seed,
+                              role_prompts=role_prompts(cfg), dtype=dtype)
+    if cfg.backend == "vllm":
+        from ccpo_agents.vllm_backend import VLLMPolicy
+
+        return VLLMPolicy(model_path, roles, max_model_len=cfg.max_model_len, max_lora_rank=cfg.lora_r,
+                          seed=cfg.seed, role_prompts=role_prompts(cfg), dtype=dtype)
+    from ccpo_agents.server_backend import ServerPolicy, VLLMServer
+
+    endpoints = list(cfg.endpoints)
+    api_key = os.environ.get(cfg.api_key_env) or None  # remote servers: the key comes from the environment
+    if not endpoints:
+        server = VLLMServer(model_path, max_model_len=cfg.max_model_len, max_lora_rank=cfg.lora_r,
+                            max_loras=len(roles), dtype=dtype).start()
+        endpoints, api_key = [server.url], server.api_key
+    return ServerPolicy(endpoints, model_path, roles, cfg.max_model_len, role_prompts(cfg), api_key=api_key)
+
+
+def task_source(cfg: TrainConfig, split: str, size: int) -> Any:
+    """The run's task source for one split (extraction modes apply to generated and math tasks)."""
+    kw: dict[str, Any] = {"path": cfg.task_path} if cfg.task_path else {}
+    if cfg.task_path is None and cfg.task not in ("gsm8k", "hendrycks_math", "math500", "logiqa"):
+        kw["modes"] = cfg.extract_modes
+    return resolve_source(cfg.task, split=split, seed=cfg.seed, size=size, **kw)
+
+
+def eval_env_pool(cfg: TrainConfig, source: Any, size: int) -> list[Any]:
+    """AEC envs for evaluation (counterfactuals on, so reasoner-alone accuracy is reported): up to 32 (at least
+    ``eval_samples``), reused across batches of ``size`` tasks."""
+    n = max(min(size, 32), cfg.eval_samples)  # sampled evaluation plays eval_samples episodes of a task at once
+    return [make(cfg.env, api="aec", source=source, **env_kwargs(cfg, True)) for _ in range(n)]
+
+
+def unique_dir(parent: str | os.PathLike, name: str) -> Path:
+    """Create and return ``parent/name``, or ``name-1``, ``name-2``... so that no earlier folder is overwritten."""
+    base = Path(parent) / name
+    path, k = base, 0
+    while path.exists():
+        k += 1
+        path = base.with_name(f"{name}-{k}")
+    path.mkdir(parents=True)
+    return path
+
+
+def new_run_dir(cfg: TrainConfig) -> Path:
+    """A new run folder ``out_dir/name`` (see :func:`unique_dir`)."""
+    return unique_dir(cfg.out_dir, cfg.name)
+
+
+def warmup_schedule(opt: torch.optim.Optimizer, steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+    return torch.optim.lr_scheduler.LambdaLR(opt, lambda k: min(1.0, (k + 1) / max(1, steps)))
