@@ -21,6 +21,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from benchmarks.compare import comparison_section, marl_eval_layout, paired_between_folders
+
 #: Suite presets. ``train`` holds TrainConfig overrides shared by every run.
 BENCH_PRESETS: dict[str, dict[str, Any]] = {
     # The README's main job: CPU, embedded SmolLM2-135M: 23 min on one 2-core CPU, 41 min on an AVX2-only one
@@ -144,6 +148,7 @@ def _save(results: dict[str, Any], out: Path) -> None:
     tmp.write_text(json.dumps(results, indent=1))
     tmp.replace(out / "results.json")
     (out / "table.md").write_text(table(results))
+    (out / "marl_eval.json").write_text(json.dumps(marl_eval_layout(results)))
 
 
 def load_result_folder(folder: str) -> tuple[BenchConfig, Path, dict[str, Any]]:
@@ -174,7 +179,7 @@ def run_suite(bc: BenchConfig, policy: Any | None = None) -> Path:
 
     from ccpo_agents.models import resolve_model
     from ccpo_algos.build import build_policy, unique_dir
-    from ccpo_algos.evaluation import evaluate_untrained
+    from ccpo_algos.evaluation import evaluate_untrained, read_eval_items
     from ccpo_algos.runlog import read_metrics
     from ccpo_algos.trainer import train
 
@@ -223,9 +228,10 @@ def run_suite(bc: BenchConfig, policy: Any | None = None) -> Path:
                                               "same_as_seed": known[key]["seed"]})
             else:
                 t0 = time.perf_counter()
-                ref = evaluate_untrained(cfg, policy)
+                items: list[dict[str, Any]] = []
+                ref = evaluate_untrained(cfg, policy, items)
                 known[key] = {"label": "untrained", "env": env, "seed": seed, "metrics": ref,
-                              "seconds": time.perf_counter() - t0, "key": key}
+                              "seconds": time.perf_counter() - t0, "key": key, "items": items}
                 results["references"].append(known[key])
             _save(results, out)
             bar.update(1)
@@ -245,8 +251,11 @@ def run_suite(bc: BenchConfig, policy: Any | None = None) -> Path:
 
             run_dir = train(dataclasses.replace(cfg, progress=False), policy=policy, on_step=on_step)
             rows = read_metrics(run_dir)
+            evals = read_eval_items(run_dir)
             results["runs"].append({"label": label, "env": env, "seed": seed, "run_dir": str(run_dir),
-                                    "config": cfg.to_dict(), "final": _final(rows)})
+                                    "config": cfg.to_dict(), "final": _final(rows),
+                                    "items": evals[max(evals)] if evals else [],
+                                    "curve": {str(k): [x["reward"] for x in v] for k, v in evals.items()}})
             results["wall_seconds"] = time.perf_counter() - t_start
             _save(results, out)
     except KeyboardInterrupt:
@@ -278,19 +287,29 @@ def _fmt(v: float | None) -> str:
     return "" if v is None else f"{v:.3f}"
 
 
+def _per_item(items: list[dict[str, Any]] | None) -> str:
+    """Held-out tokens per item and accuracy per 1k of them (the team's compute at evaluation)."""
+    if not items:
+        return " | "
+    tokens = sum(x["tokens"] for x in items) / len(items)
+    acc = sum(x["reward"] for x in items) / len(items)
+    return f"{tokens:.0f} | {1000 * acc / tokens:.2f}" if tokens else f"{tokens:.0f} | "
+
+
 def table(results: dict[str, Any]) -> str:
     """Markdown table: held-out accuracy (greedy; mean ± std over seeds), its change over the untrained team of the
     same seed, sampled held-out accuracy (if measured), reasoner/voter alone, contribution rate, tokens, wall time."""
     greedy, sampled = "eval/charts/accuracy_joint", "eval_sampled/charts/accuracy_joint"
     alone_key = "eval/charts/accuracy_without_thinker_0"
     lines = ["| env | method | seeds | held-out accuracy (greedy) | vs untrained | held-out accuracy (sampled) | "
-             "reasoner alone | contribution rate | tokens | wall s |", "|---|---|---|---|---|---|---|---|---|---|"]
+             "reasoner alone | contribution rate | training tokens | held-out tokens/item | accuracy per 1k tokens | "
+             "wall s |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     untrained: dict[tuple[str, int], dict[str, float]] = {}
     for ref in results["references"]:
         m = ref["metrics"]
         untrained[(ref["env"], ref["seed"])] = m
         lines.append(f"| {ref['env']} | untrained team | {ref['seed']} | {m[greedy]:.3f} | | {_fmt(m.get(sampled))} | "
-                     f"{_fmt(m.get(alone_key))} | | | {ref['seconds']:.0f} |")
+                     f"{_fmt(m.get(alone_key))} | | | {_per_item(ref.get('items'))} | {ref['seconds']:.0f} |")
     groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for r in results["runs"]:
         groups.setdefault((r["env"], r["label"]), []).append(r)
@@ -303,11 +322,13 @@ def table(results: dict[str, Any]) -> str:
         contrib = [v for f in finals for k, v in f.items() if k.startswith("eval/credit/contribution_rate_")]
         lines.append(f"| {env} | {label} | {len(runs)} | {_agg(acc)} | {_agg(gain, signed=True)} | {_agg(samp)} | "
                      f"{_agg(alone)} | {_agg(contrib)} | {sum(f['tokens'] for f in finals) / len(finals):.0f} | "
+                     f"{_per_item([x for r in runs for x in r.get('items', [])])} | "
                      f"{sum(f['seconds'] for f in finals) / len(finals):.0f} |")
     if any(sampled in r["final"] for r in results["runs"]):
         c = results["runs"][0]["config"]
         lines += ["", f"Sampled accuracy: mean over {c['eval_samples']} episodes per held-out task at the training "
                   f"temperature {c['temperature']} (same seeds for every team). Greedy is the paper's metric."]
+    lines += comparison_section(results)
     ratios = step_time_ratios(results)
     if ratios:
         lines += ["", "Training step time (rollout + update + sync, mean over steps and seeds), CCPO over shared-reward "
@@ -334,50 +355,70 @@ def step_time_ratios(results: dict[str, Any]) -> dict[str, float]:
     return out
 
 
+def _curve(results: dict[str, Any], env: str, label: str) -> list[tuple[int, Any]]:
+    """Held-out accuracy per evaluated step of a method with its CI over items and seeds (steps every seed has)."""
+    from benchmarks.stats import mean_interval
+
+    runs = [r for r in results["runs"] if r["env"] == env and r["label"] == label and r.get("curve")]
+    if not runs:
+        return []
+    steps = sorted(set.intersection(*(set(r["curve"]) for r in runs)), key=int)
+    return [(int(k), mean_interval(np.array([r["curve"][k] for r in runs]), reps=500)) for k in steps]
+
+
 def plot(results: dict[str, Any], out: Path) -> None:
-    """``curves.png`` (train/eval accuracy per step) and ``credit.png`` (per-agent mean credit per step)."""
+    """``curves.png``: held-out accuracy per method with 95 % CI bands over items and seeds (top, one panel per
+    topology; the untrained team at step 0) and training accuracy per run (bottom); ``credit.png``: per-agent mean
+    credit per step. Legends sit beside the panels, not on the data."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from benchmarks.stats import mean_interval
     from ccpo_algos.runlog import read_metrics
 
     envs = sorted({r["env"] for r in results["runs"]})
-    fig, axes = plt.subplots(1, len(envs), figsize=(6 * len(envs), 4), squeeze=False)
-    fig2, axes2 = plt.subplots(1, len(envs), figsize=(6 * len(envs), 4), squeeze=False)
+    fig, axes = plt.subplots(2, len(envs), figsize=(7.5 * len(envs), 7), squeeze=False)
+    fig2, axes2 = plt.subplots(1, len(envs), figsize=(7.5 * len(envs), 4), squeeze=False)
     for j, env in enumerate(envs):
-        ax, ax2 = axes[0, j], axes2[0, j]
+        ax, ax_train, ax2 = axes[0, j], axes[1, j], axes2[0, j]
+        colors: dict[str, Any] = {}
+        for label in dict.fromkeys(r["label"] for r in results["runs"] if r["env"] == env):
+            curve = _curve(results, env, label)
+            if curve:
+                steps = [k for k, _ in curve]
+                line, = ax.plot(steps, [c.value for _, c in curve], "o-", label=label)
+                ax.fill_between(steps, [c.lo for _, c in curve], [c.hi for _, c in curve], color=line.get_color(),
+                                alpha=0.2)
+                colors[label] = line.get_color()
+        ref = next((x for x in results["references"] if x["env"] == env), None)
+        if ref is not None:
+            acc = ref["metrics"]["eval/charts/accuracy_joint"]
+            if ref.get("items"):
+                c = mean_interval(np.array([[x["reward"] for x in ref["items"]]]), reps=500)
+                ax.errorbar([0], [c.value], yerr=[[c.value - c.lo], [c.hi - c.value]], fmt="s", color="gray",
+                            capsize=3, label="untrained team")
+            else:
+                ax.plot([0], [acc], "s", color="gray", label="untrained team")
         for r in [r for r in results["runs"] if r["env"] == env]:
-            rows = read_metrics(r["run_dir"])
+            rows = read_metrics(r["run_dir"]) if Path(r["run_dir"]).exists() else []
             steps = [x["step"] for x in rows]
-            line, = ax.plot(steps, [x["charts/accuracy_joint"] for x in rows], alpha=0.6,
-                            label=f"{r['label']} s{r['seed']} (train)")
-            ev = [(x["step"], x["eval/charts/accuracy_joint"]) for x in rows if "eval/charts/accuracy_joint" in x]
-            if ev:
-                ax.plot(*zip(*ev), "o--", color=line.get_color(), label=f"{r['label']} s{r['seed']} (held-out)")
-            ev = [(x["step"], x["eval_sampled/charts/accuracy_joint"]) for x in rows
-                  if "eval_sampled/charts/accuracy_joint" in x]
-            if ev:
-                ax.plot(*zip(*ev), "s:", color=line.get_color(), label=f"{r['label']} s{r['seed']} (held-out, sampled)")
+            ax_train.plot(steps, [x["charts/accuracy_joint"] for x in rows], alpha=0.6,
+                          color=colors.get(r["label"]), label=f"{r['label']} s{r['seed']}")
             for k in sorted({k for x in rows for k in x if k.startswith("credit/reward_mean_")}):
                 ax2.plot(steps, [x.get(k, float("nan")) for x in rows],
-                         label=f"{r['label']} s{r['seed']} {k.rsplit('_', 2)[-2]}_{k.rsplit('_', 1)[-1]}")
-        for ref in [x for x in results["references"] if x["env"] == env]:  # the untrained team is step 0
-            m = ref["metrics"]
-            ax.axhline(m["eval/charts/accuracy_joint"], color="gray", ls=":", label="untrained team (held-out)")
-            ax.plot([0], [m["eval/charts/accuracy_joint"]], "o", color="gray")
-            if "eval_sampled/charts/accuracy_joint" in m:
-                ax.plot([0], [m["eval_sampled/charts/accuracy_joint"]], "s", color="gray",
-                        label="untrained team (held-out, sampled)")
-        ax.set(title=f"{env}: team accuracy", xlabel="step", ylabel="accuracy")
+                         label=f"{r['label']} s{r['seed']} {k[len('credit/reward_mean_'):]}")
+        ax.set(title=f"{env}: held-out team accuracy (greedy, 95 % CI)", xlabel="step", ylabel="accuracy")
+        ax_train.set(title=f"{env}: training batch accuracy", xlabel="step", ylabel="accuracy")
         ax2.set(title=f"{env}: per-agent credit (mean shaped reward)", xlabel="step", ylabel="credit")
-        ax.legend(fontsize=6)
-        ax2.legend(fontsize=6)
+        for a in (ax, ax_train, ax2):
+            if a.get_legend_handles_labels()[0]:
+                a.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     fig.tight_layout()
-    fig.savefig(out / "curves.png", dpi=110)
+    fig.savefig(out / "curves.png", dpi=110, bbox_inches="tight")
     fig2.tight_layout()
-    fig2.savefig(out / "credit.png", dpi=110)
+    fig2.savefig(out / "credit.png", dpi=110, bbox_inches="tight")
     plt.close(fig)
     plt.close(fig2)
 
@@ -396,7 +437,9 @@ def report(a: str | Path, b: str | Path) -> str:
         return d
 
     da, db = acc(ra), acc(rb)
-    lines = [f"| env | method | {Path(a).name} | {Path(b).name} |", "|---|---|---|---|"]
+    lines = [f"| env | method | {Path(a).name} | {Path(b).name} | second - first (paired 95 % CI, same items) |",
+             "|---|---|---|---|---|"]
     for key in sorted(set(da) | set(db)):
-        lines.append(f"| {key[0]} | {key[1]} | {_agg(da.get(key, []))} | {_agg(db.get(key, []))} |")
+        lines.append(f"| {key[0]} | {key[1]} | {_agg(da.get(key, []))} | {_agg(db.get(key, []))} | "
+                     f"{paired_between_folders(ra, rb, *key)} |")
     return "\n".join(lines) + "\n"

@@ -433,6 +433,17 @@ def test_bench_suite_writes_table_plots_and_report(tiny_model, vllm_engine, tmp_
                 and r["env"] == "dyad_v0") - ref["dyad_v0"]
     assert f"{gain:+.3f}" in row  # the "vs untrained" column is the change over the same seed's untrained team
     assert (out / "curves.png").stat().st_size > 1000 and (out / "credit.png").stat().st_size > 1000
+    # every method is scored item by item on the same held-out tasks: paired statistics
+    ids = {tuple(x["task_id"] for x in r["items"]) for r in res["runs"] + res["references"] if r["env"] == "dyad_v0"}
+    assert len(ids) == 1 and len(next(iter(ids))) == 4
+    for r in res["runs"]:
+        scores = [x["reward"] for x in r["items"]]
+        assert sum(scores) / len(scores) == pytest.approx(r["final"]["eval/charts/accuracy_joint"])
+    assert "Is a difference real?" in table_md and "Power of this design" in table_md
+    assert next(ln for ln in table_md.splitlines() if ln.startswith("| vote_v0 | ccpo | ") and "[" in ln)
+    me = json.loads((out / "marl_eval.json").read_text())
+    run0 = me["ccpo"]["dyad_v0"]["grpo"]["run_0"]
+    assert run0["step_2"]["step_count"] == 2 and len(run0["absolute_metrics"]["accuracy"]) == 4
     out2 = run_suite(BenchConfig(preset="smoke", out_dir=str(tmp_path), model=tiny_model, envs=("vote_v0",),
                                  algos=("grpo",), seeds=(0, 1), extra={"task": "parity_stub", "progress": False}),
                      policy=vllm_engine)
@@ -442,6 +453,8 @@ def test_bench_suite_writes_table_plots_and_report(tiny_model, vllm_engine, tmp_
     assert refs[1]["metrics"] == refs[0]["metrics"]
     rep = report(out, out2)
     assert "grpo" in rep and out.name in rep
+    grpo_vote = next(ln for ln in rep.splitlines() if ln.startswith("| vote_v0 | grpo |"))
+    assert grpo_vote.count("[") == 1  # same held-out items in both folders: a paired difference
     with pytest.raises(ValueError, match="unknown ablation"):
         BenchConfig(ablations=("nope",)).runs()
 

@@ -1,0 +1,100 @@
+"""The bench's statistics against plain loops written from their definitions, and the power formula against a
+simulation of the design it sizes."""
+
+import math
+
+import numpy as np
+import pytest
+
+from benchmarks.stats import (item_variance, iqm, minimal_detectable_difference, paired_difference,
+                              probability_of_improvement)
+
+
+def _loop_paired_bootstrap(a, b, reps, rng):
+    """Resample items, then seeds within each drawn item; the mean difference of each replicate (plain loops)."""
+    seeds, items = a.shape
+    out = []
+    for _ in range(reps):
+        total = 0.0
+        for _ in range(items):
+            i = rng.integers(items)
+            for _ in range(seeds):
+                s = rng.integers(seeds)
+                total += a[s, i] - b[min(s, b.shape[0] - 1), i]
+        out.append(total / (items * seeds))
+    return np.percentile(out, [2.5, 97.5])
+
+
+@pytest.mark.parametrize("seeds", [1, 3])
+def test_paired_difference_matches_a_plain_loop_bootstrap(seeds):
+    rng = np.random.default_rng(seeds)
+    a = (rng.random((seeds, 40)) < 0.6).astype(float)
+    b = (rng.random((seeds, 40)) < 0.4).astype(float)
+    got = paired_difference(a, b, reps=3000)
+    lo, hi = _loop_paired_bootstrap(a, b, 3000, np.random.default_rng(7))
+    assert got.value == pytest.approx((a - b).mean())
+    assert got.lo == pytest.approx(lo, abs=0.03) and got.hi == pytest.approx(hi, abs=0.03)
+
+
+def test_paired_difference_edge_cases():
+    same = (np.random.default_rng(0).random((2, 32)) < 0.5).astype(float)
+    assert paired_difference(same, same).value == 0.0 and paired_difference(same, same).contains_zero
+    better = np.ones((2, 32))
+    worse = np.zeros((2, 32))
+    assert str(paired_difference(better, worse)) == "+1.000 [+1.000, +1.000]"  # all-correct vs all-wrong
+    clear = paired_difference(np.tile([1.0, 1.0, 0.0, 1.0], (2, 8)), np.tile([0.0, 1.0, 0.0, 0.0], (2, 8)))
+    assert not clear.contains_zero and clear.lo > 0
+    ref = paired_difference(better, np.zeros((1, 32)))  # a one-row reference (the untrained team) broadcasts
+    assert ref.value == 1.0
+    with pytest.raises(ValueError, match="same items"):
+        paired_difference(np.ones((1, 3)), np.ones((1, 4)))
+
+
+def test_pairing_is_what_makes_a_small_difference_visible():
+    """Two methods that agree on most items and differ on a few: the paired CI excludes 0 where the difference of
+    two independent means would not (the reason the bench scores every method on the same items)."""
+    rng = np.random.default_rng(3)
+    base = (rng.random((1, 128)) < 0.5).astype(float)
+    a = base.copy()
+    flip = np.flatnonzero(base[0] == 0)[:12]
+    a[0, flip] = 1.0  # a = b plus 12 items
+    d = paired_difference(a, base)
+    assert d.lo > 0
+    unpaired_se = math.sqrt(a.var() / 128 + base.var() / 128)
+    assert d.value - 1.96 * unpaired_se < 0  # unpaired: would contain 0
+
+
+def test_iqm_and_probability_of_improvement_match_their_definitions():
+    rng = np.random.default_rng(1)
+    x, y = rng.random((5, 2)), rng.random((5, 2)) - 0.2
+    flat = np.sort(x.ravel())  # 10 scores: the interquartile mean drops the lowest and the highest 2 (25 % each)
+    assert iqm(x).value == pytest.approx(flat[2:8].mean())
+    loop = 0.0
+    for t in range(2):
+        wins = sum((xi > yj) + 0.5 * (xi == yj) for xi in x[:, t] for yj in y[:, t])
+        loop += wins / (5 * 5) / 2
+    p = probability_of_improvement(x, y)
+    assert p.value == pytest.approx(loop) and p.lo <= p.value <= p.hi
+
+
+def test_minimal_detectable_difference_has_the_power_it_claims():
+    """Simulate the design (seeds with training noise, Bernoulli items) at a true difference equal to the formula's
+    MDD: a two-sided 5 % test of the paired mean difference rejects about 80 % of the time."""
+    rng = np.random.default_rng(0)
+    items, seeds, p, seed_sd = 64, 3, 0.5, 0.03
+    item_var = 2 * p * (1 - p)  # independent methods at accuracy ~p
+    mdd = minimal_detectable_difference(items, seeds, item_var, seed_sd)
+    se = math.sqrt(item_var / (items * seeds) + 2 * seed_sd ** 2 / seeds)
+    trials, rejected = 4000, 0
+    for _ in range(trials):
+        pa = p + mdd / 2 + rng.normal(0, seed_sd, seeds)[:, None]
+        pb = p - mdd / 2 + rng.normal(0, seed_sd, seeds)[:, None]
+        a = rng.random((seeds, items)) < pa
+        b = rng.random((seeds, items)) < pb
+        rejected += abs((a.astype(float) - b).mean()) > 1.96 * se
+    assert rejected / trials == pytest.approx(0.8, abs=0.03)
+    # more items or more seeds can only help; seeds are the only cure for training noise
+    assert minimal_detectable_difference(4 * items, seeds, item_var, seed_sd) < mdd
+    assert minimal_detectable_difference(10 ** 9, seeds, item_var, seed_sd) > 0.05  # seed noise remains
+    a = (rng.random((2, 50)) < 0.5).astype(float)
+    assert item_variance(a, a) == 0.0
