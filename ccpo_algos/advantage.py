@@ -92,6 +92,12 @@ def grpo_advantage(rewards: Tensor, group_ids: Tensor, values: Tensor | None, st
     return grpo_advantages(rewards, group_ids, cfg.scale_std, cfg.eps), None
 
 
+def identity_advantage(rewards: Tensor, group_ids: Tensor, values: Tensor | None, stage: Tensor,
+                       cfg: AdvantageConfig) -> tuple[Tensor, None]:
+    """Table adapter for credits that are advantages already (RAE: ``R − b_k``): no group statistics."""
+    return rewards.to(torch.float64), None
+
+
 def grpo_mean_advantage(rewards: Tensor, group_ids: Tensor, values: Tensor | None, stage: Tensor,
                         cfg: AdvantageConfig) -> tuple[Tensor, None]:
     """Table adapter for mean-centred GRPO whatever ``cfg.scale_std`` says (``ccpo_v2``: the reference runs

@@ -35,6 +35,12 @@ ALGORITHMS: dict[str, Algorithm] = {
     "mappo": Algorithm(cr.team_credit, adv.mappo_advantage, needs_critic=True, needs_counterfactual=False),
     # the released recipe (bhai114/ccpo CCPO/ tree): ±1 outcomes, solo baseline, event bonus, mean-centred GRPO
     "ccpo_v2": Algorithm(cr.ccpo_v2_credit, adv.grpo_mean_advantage, needs_critic=False, needs_counterfactual=True),
+    # peers (SPEC "More credit methods"); Dr. MAS's per-(prompt, agent) normalisation of the shared reward is the
+    # `grpo` row already (grpo_advantages normalises per group and per agent column)
+    # MAGRPO (CoMLRL magrpo.py::_compute_advantages): the joint return, minus its sibling samples' mean, no std
+    "magrpo": Algorithm(cr.team_credit, adv.grpo_mean_advantage, needs_critic=False, needs_counterfactual=False),
+    # SPIRAL's role-conditioned advantage estimation: R - b_role, a running baseline per role
+    "rae": Algorithm(cr.rae_credit, adv.identity_advantage, needs_critic=False, needs_counterfactual=False),
     # ablations
     "ccpo_no_history": Algorithm(cr.shapley_credit, adv.grpo_advantage, False, True),
     "ccpo_no_gate": Algorithm(cr.ccpo_no_gate_credit, adv.grpo_advantage, False, True),

@@ -13,6 +13,7 @@ Signals (SPEC.md, "Credit"):
   EMAs kept across steps, applied *before* being updated with this batch; the very first step passes raw values.
 * ablations: ``no_history`` (two-player Shapley split, no running statistics) and ``no_gate`` (``g = 1``);
 * team (MAPPO's terminal reward): ``R_joint`` in every column, never an average of per-agent masked rewards;
+* RAE (SPIRAL, ``train_spiral.py`` l.78-79, 158-163): ``R − b_k`` with a per-role running baseline;
 * CCPO v2, the released recipe (reference ``CCPO/examples/gspo_trainer/two_model/two_model_trainer.py``
   l.1063-1087): {−1,+1} outcomes, per-prompt solo baseline, event bonus, stateless.
 
@@ -294,3 +295,21 @@ def ccpo_v2_credit(batch: CreditBatch, state: EmaState | None, cfg: CreditConfig
             bonus = 0.5 * (r_joint - b)
         r[:, k] = r_joint + cfg.cf_lambda * bonus
     return r, state
+
+
+#: SPIRAL's baseline decay (``train_spiral.py`` l.78-79: ``b ← 0.95·b + 0.05·R``).
+RAE_DECAY = 0.95
+
+
+def rae_credit(batch: CreditBatch, state: EmaState | None, cfg: CreditConfig) -> tuple[Tensor, EmaState]:
+    """Role-conditioned advantage estimation (SPIRAL, arXiv 2506.24119; ``train_spiral.py`` l.78-79, 158-163):
+    ``A_k = R − b_k`` with ``b_k`` read *before* this batch updates it, then ``b_k ← 0.95·b_k + 0.05·mean(R_k)``
+    over the batch's episodes; ``b_k`` starts at 0. ``R`` is the shared team reward after truncation. The state is
+    an :class:`EmaState` whose ``mean`` holds ``b`` (``m2`` unused), so it checkpoints like CCPO's. ``(E, A)``."""
+    E, A = batch.removed_reward.shape
+    r = _mask(batch.team_reward[:, None].expand(E, A).to(torch.float64), batch, cfg)
+    state = state if state is not None else EmaState.zeros(A)
+    b = state.mean.to(r.device)
+    out = r - b[None, :]
+    new_b = RAE_DECAY * b + (1 - RAE_DECAY) * r.mean(dim=0)
+    return out, EmaState(new_b, state.m2, state.count + 1, state.seen + E)

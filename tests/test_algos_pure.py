@@ -333,3 +333,45 @@ def test_algorithm_table_rows_share_signatures():
         assert adv.shape == (2, 2) and torch.isfinite(adv).all(), name
     assert ALGORITHMS["ccpo"].needs_counterfactual and not ALGORITHMS["grpo"].needs_counterfactual
     assert ALGORITHMS["mappo"].needs_critic
+
+
+# ------------------------------------------------------------------------------------ peers' credit rows
+
+@given(st.lists(dyad_batches(), min_size=1, max_size=5), st.sampled_from(["episode", "turn"]))
+def test_rae_equals_a_plain_loop_of_spirals_baseline(batches, truncation):
+    """SPIRAL ``train_spiral.py`` l.78-79, 158-163, per role and episode: the baseline is read before the batch
+    updates it (it starts at 0), then ``b ← 0.95 b + 0.05 mean(R)``; R is the shared reward after truncation."""
+    from ccpo_algos.credit import rae_credit
+
+    cfg = CreditConfig(truncation=truncation)
+    state, b = None, [0.0, 0.0]
+    for batch in batches:
+        got, state = rae_credit(batch, state, cfg)
+        E = len(batch.team_reward)
+        for k in range(2):
+            rk = []
+            for e in range(E):
+                kept = batch.finished[e].all() if truncation == "episode" else batch.finished[e, k]
+                r = float(batch.team_reward[e]) if kept else 0.0
+                rk.append(r)
+                assert float(got[e, k]) == pytest.approx(r - b[k])
+            b[k] = 0.95 * b[k] + 0.05 * sum(rk) / E
+        assert state.mean.tolist() == pytest.approx(b)
+    again = EmaState.from_state_dict(state.state_dict())  # checkpoints like CCPO's statistics
+    assert again.mean.tolist() == pytest.approx(b) and again.count == len(batches)
+
+
+@given(dyad_batches(min_e=2), st.integers(1, 3))
+def test_magrpo_is_the_joint_return_minus_its_siblings_mean(batch, groups):
+    """CoMLRL ``magrpo.py::_compute_advantages``: every agent gets the joint return G; ``A = G − mean`` over the
+    sibling samples of its prompt; no std scaling (loop reference)."""
+    algo = ALGORITHMS["magrpo"]
+    E = len(batch.team_reward)
+    gid = torch.tensor([e % groups for e in range(E)])
+    r, _ = algo.credit(batch, None, CreditConfig())
+    adv, _ = algo.advantage(r, gid, None, torch.tensor([0, 1]), AdvantageConfig())
+    for e in range(E):
+        g = float(batch.team_reward[e]) * float(batch.finished[e].all())
+        sib = [float(batch.team_reward[f]) * float(batch.finished[f].all()) for f in range(E) if gid[f] == gid[e]]
+        want = g - sum(sib) / len(sib) if len(sib) > 1 else 0.0
+        assert float(adv[e, 0]) == pytest.approx(want) and float(adv[e, 1]) == pytest.approx(want)

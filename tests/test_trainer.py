@@ -31,7 +31,8 @@ from ccpo_algos.update import mini_batches
 
 import parity_plugin  # noqa: F401,E402 - registers the parity_stub task source
 
-CASES = [(algo, env) for algo in ("ccpo", "grpo", "mappo") for env in ("dyad_v0", "vote_v0")]
+CASES = [(algo, env) for algo in ("ccpo", "grpo", "mappo") for env in ("dyad_v0", "vote_v0")] + [
+    ("magrpo", "vote_v0"), ("rae", "dyad_v0")]  # peers' rows (SPEC "More credit methods")
 
 
 def _cfg(tiny_model, tmp_path, **kw):
