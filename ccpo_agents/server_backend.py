@@ -27,6 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from ccpo_agents import lifetime
 from ccpo_agents.policy import (
     DEFAULT_ROLE_PROMPTS,
     ChatFormatter,
@@ -104,6 +105,7 @@ class VLLMServer:
         env = dict(os.environ, VLLM_ALLOW_RUNTIME_LORA_UPDATING="True", VLLM_API_KEY=self.api_key)  # not in argv
         if cpu:
             cpu_engine_env(env)
+        lifetime.mark_owner(env)  # the server and its engine die with this process (ccpo_agents/lifetime.py)
         if self.log_path is None:  # a new private file (mkstemp: 0600, unpredictable name)
             fd, self.log_path = tempfile.mkstemp(prefix="ccpo-vllm-", suffix=".log")
             log = os.fdopen(fd, "w")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from typing import Any, Mapping, MutableMapping, Sequence
 
-from ccpo_agents import cpu_lora
+from ccpo_agents import cpu_lora, lifetime
 from ccpo_agents.policy import (
     DEFAULT_ROLE_PROMPTS,
     ChatFormatter,
@@ -69,6 +69,7 @@ class VLLMPolicy:
         if on_cpu():
             cpu_engine_env(os.environ)
             cpu_lora.install()  # here too, for engines that run in this process
+        lifetime.mark_owner()  # the engine processes die with this one (ccpo_agents/lifetime.py)
         from vllm import LLM
 
         # processed_logprobs: behaviour log-probs of the distribution that sampled, log_softmax(logits / T) (after

@@ -333,3 +333,44 @@ def test_full_finetune_engine_reloads_weights_in_place(tiny_model, tmp_path):
     assert not other.is_identity("thinker_0")
     for a, b in zip(team.trainable_parameters("thinker_0"), other.trainable_parameters("thinker_0")):
         assert torch.equal(a, b)
+
+
+_OWNER = r"""
+import sys, time
+from ccpo_agents.vllm_backend import VLLMPolicy
+pol = VLLMPolicy(sys.argv[1], ["agent_0"], max_model_len=512, enable_lora=False)
+print("READY", flush=True)
+time.sleep(600)
+"""
+
+
+@pytest.mark.slow
+def test_engine_processes_die_with_a_sigkilled_owner(tiny_model):
+    """SIGKILL only the process that built the engine (not its group, as the OOM killer would): its EngineCore and
+    Worker must not live on re-parented to init (ccpo_agents/lifetime.py)."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from procs import alive, descendants
+
+    owner = subprocess.Popen([sys.executable, "-c", _OWNER, tiny_model], stdout=subprocess.PIPE,
+                             stderr=subprocess.DEVNULL, text=True, start_new_session=True)
+    kids: set[int] = set()
+    try:
+        assert any(line.startswith("READY") for line in owner.stdout), "the engine did not start"  # (logs first)
+        kids = descendants(owner.pid)
+        assert kids, "the engine should run in child processes"
+        owner.send_signal(signal.SIGKILL)
+        owner.wait()
+        deadline = time.monotonic() + 30
+        while any(alive(k) for k in kids) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert not [k for k in kids if alive(k)], "engine processes outlived the process that started them"
+    finally:
+        for k in kids | {owner.pid}:  # leave nothing behind, whatever failed
+            try:
+                os.kill(k, signal.SIGKILL)
+            except OSError:
+                pass

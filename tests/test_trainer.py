@@ -30,6 +30,7 @@ from ccpo_algos.update import mini_batches
 
 
 import parity_plugin  # noqa: F401,E402 - registers the parity_stub task source
+from procs import alive as _alive, descendants as _descendants  # noqa: E402
 
 CASES = [(algo, env) for algo in ("ccpo", "grpo", "mappo") for env in ("dyad_v0", "vote_v0")] + [
     ("magrpo", "vote_v0"), ("rae", "dyad_v0")]  # peers' rows (SPEC "More credit methods")
@@ -363,27 +364,6 @@ def test_killed_run_resumes_exactly(tiny_model, tmp_path):
     ea = EventAccumulator(str(run / "tb"))
     ea.Reload()
     assert [e.step for e in ea.Scalars("charts/accuracy_joint")] == [1, 2, 3, 4, 5, 6]
-
-
-def _descendants(pid):
-    out, todo = set(), [pid]
-    while todo:
-        p = todo.pop()
-        try:
-            kids = [int(k) for t in os.listdir(f"/proc/{p}/task")
-                    for k in Path(f"/proc/{p}/task/{t}/children").read_text().split()]
-        except OSError:
-            kids = []
-        todo += [k for k in kids if k not in out]
-        out.update(kids)
-    return out
-
-
-def _alive(pid):
-    try:
-        return "State:\tZ" not in Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return False
 
 
 @pytest.mark.slow
