@@ -21,12 +21,15 @@ class Algorithm:
         advantage: ``(rewards, group_ids, values, stage, AdvantageConfig) -> (advantages, returns)``.
         needs_critic: trains a centralised value function (MAPPO).
         needs_counterfactual: rollouts must play the "agent removed" episodes (the dyad's solo reasoner).
+        needs_coalitions: the credit reads every coalition's outcome (``infos["reward_coalitions"]``), which only
+            independent topologies record.
     """
 
     credit: Callable
     advantage: Callable
     needs_critic: bool
     needs_counterfactual: bool
+    needs_coalitions: bool = False
 
 
 ALGORITHMS: dict[str, Algorithm] = {
@@ -41,6 +44,9 @@ ALGORITHMS: dict[str, Algorithm] = {
     "magrpo": Algorithm(cr.team_credit, adv.grpo_mean_advantage, needs_critic=False, needs_counterfactual=False),
     # SPIRAL's role-conditioned advantage estimation: R - b_role, a running baseline per role
     "rae": Algorithm(cr.rae_credit, adv.identity_advantage, needs_critic=False, needs_counterfactual=False),
+    # exact Shapley values over all coalitions, from the recorded answers of an independent team (the vote)
+    "shapley": Algorithm(cr.exact_shapley_credit, adv.grpo_advantage, needs_critic=False, needs_counterfactual=False,
+                         needs_coalitions=True),
     # ablations
     "ccpo_no_history": Algorithm(cr.shapley_credit, adv.grpo_advantage, False, True),
     "ccpo_no_gate": Algorithm(cr.ccpo_no_gate_credit, adv.grpo_advantage, False, True),

@@ -13,6 +13,7 @@ Signals (SPEC.md, "Credit"):
   EMAs kept across steps, applied *before* being updated with this batch; the very first step passes raw values.
 * ablations: ``no_history`` (two-player Shapley split, no running statistics) and ``no_gate`` (``g = 1``);
 * team (MAPPO's terminal reward): ``R_joint`` in every column, never an average of per-agent masked rewards;
+* exact Shapley (independent teams: the vote): each agent's Shapley value of the team outcome over all coalitions;
 * RAE (SPIRAL, ``train_spiral.py`` l.78-79, 158-163): ``R − b_k`` with a per-role running baseline;
 * CCPO v2, the released recipe (reference ``CCPO/examples/gspo_trainer/two_model/two_model_trainer.py``
   l.1063-1087): {−1,+1} outcomes, per-prompt solo baseline, event bonus, stateless.
@@ -44,6 +45,8 @@ class CreditBatch:
             it (dyad reasoner -> thinker); -1 otherwise.
         group_ids: ``(E,)`` prompt group of each episode (globally unique across data-parallel ranks), or ``None``
             (every episode its own group). Used by credit rules with per-prompt baselines (``ccpo_v2``).
+        coalition_reward: ``(E, 2^A)`` ``v(S)`` of every coalition by bitmask over the agents (``v(∅) = 0``), where
+            the env records it (independent teams: the vote); ``None`` otherwise. Used by exact Shapley credit.
     """
 
     team_reward: Tensor
@@ -51,6 +54,7 @@ class CreditBatch:
     finished: Tensor
     gate_source: Tensor
     group_ids: Tensor | None = None
+    coalition_reward: Tensor | None = None
 
     @property
     def removable(self) -> Tensor:
@@ -313,3 +317,35 @@ def rae_credit(batch: CreditBatch, state: EmaState | None, cfg: CreditConfig) ->
     out = r - b[None, :]
     new_b = RAE_DECAY * b + (1 - RAE_DECAY) * r.mean(dim=0)
     return out, EmaState(new_b, state.m2, state.count + 1, state.seen + E)
+
+
+def shapley_weights(n_agents: int) -> Tensor:
+    """``(2^A, A)`` matrix ``W`` with ``φ = v @ W``: for coalition ``m`` and agent ``k``, ``+w(|m| − 1)`` if
+    ``k ∈ m`` and ``−w(|m|)`` otherwise, ``w(s) = s!(A − s − 1)!/A!`` (the Shapley weight of joining a coalition of
+    size ``s``)."""
+    import math
+
+    A = n_agents
+    w = [math.factorial(s) * math.factorial(A - s - 1) / math.factorial(A) for s in range(A)]
+    W = torch.zeros(1 << A, A, dtype=torch.float64)
+    for m in range(1 << A):
+        size = bin(m).count("1")
+        for k in range(A):
+            W[m, k] = w[size - 1] if m >> k & 1 else (-w[size] if size < A else 0.0)
+    return W
+
+
+def exact_shapley_credit(batch: CreditBatch, state: EmaState | None, cfg: CreditConfig
+                         ) -> tuple[Tensor, EmaState | None]:
+    """Each agent's exact Shapley value of the team outcome, ``φ_k = Σ_{S ⊆ N∖k} w(|S|)·(v(S ∪ k) − v(S))``, over
+    the coalition outcomes the env recorded from the joint episode's answers (SPEC "More credit methods": the vote's
+    ``R_¬k`` is the one-removal special case; no extra generation). Efficient: ``Σ_k φ_k = R_joint`` (``v(∅) = 0``);
+    symmetric voters get equal values; a voter who never changes any coalition's outcome gets 0. Truncation as
+    every credit. ``(E, A)``."""
+    if batch.coalition_reward is None:
+        raise ValueError("exact Shapley credit needs every coalition's outcome, which only independent topologies "
+                         "(no agent reads another) record; use another --algo for this env")
+    E, A = batch.removed_reward.shape
+    v = batch.coalition_reward.to(torch.float64)
+    phi = v @ shapley_weights(A).to(v.device)
+    return _mask(phi, batch, cfg), state

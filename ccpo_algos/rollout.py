@@ -93,7 +93,10 @@ class RolloutBatch:
             for k, r in info.get("reward_removed", {}).items():
                 removed[e, self.agents.index(k)] = float(r)
         finished = torch.tensor([[self.turns[e][a].finished for a in self.agents] for e in range(E)])
-        return CreditBatch(team, removed, finished, gate_source, self.group_ids + group_offset)
+        coalitions = None
+        if self.infos and all("reward_coalitions" in i for i in self.infos):  # bitmask order = self.agents
+            coalitions = torch.tensor([i["reward_coalitions"] for i in self.infos], dtype=torch.float32)
+        return CreditBatch(team, removed, finished, gate_source, self.group_ids + group_offset, coalitions)
 
     def tokens_generated(self) -> int:
         return sum(len(c.completion_ids) for t in self.turns for c in t.values()) + \

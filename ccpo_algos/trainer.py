@@ -106,6 +106,9 @@ def train(cfg: TrainConfig, policy: Any | None = None,
     eval_envs = eval_env_pool(cfg, eval_src, cfg.eval_size)
     agents = list(envs[0].unwrapped.possible_agents)
     stage, gate = team_layout(envs[0].unwrapped.topology)
+    if algo.needs_coalitions and not envs[0].unwrapped.topology.independent:
+        raise ValueError(f"--algo {cfg.algo} needs every coalition's outcome, which env {cfg.env} does not record "
+                         "(its agents read each other's messages); use it on an independent team")
 
     # --- SETUP: the run folder (everything above is validated)
     if cfg.resume:
@@ -170,7 +173,8 @@ def train(cfg: TrainConfig, policy: Any | None = None,
         # CREDIT (over the global batch: CCPO's running statistics are batch-global)
         local = rb.credit_batch(gate, group_offset=ctx.rank * len(tasks))  # group ids unique across ranks
         global_batch = CreditBatch(ctx.gather_rows(local.team_reward), ctx.gather_rows(local.removed_reward),
-                                   ctx.gather_rows(local.finished), gate, ctx.gather_rows(local.group_ids))
+                                   ctx.gather_rows(local.finished), gate, ctx.gather_rows(local.group_ids),
+                                   None if local.coalition_reward is None else ctx.gather_rows(local.coalition_reward))
         rewards, credit_state = algo.credit(global_batch, credit_state, credit_cfg)  # (world·E, A)
         if not torch.isfinite(rewards).all():
             raise FloatingPointError(f"step {step}: the credit is not finite; check the credit settings (alpha, eta, "

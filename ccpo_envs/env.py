@@ -45,6 +45,9 @@ key                         meaning
 ``truncated``               ``{agent: bool}``: its joint message was cut at the generation limit
 ``truncated_removed``       ``{k: {agent: bool}}`` for the counterfactual re-runs
 ``skipped``                 agents whose joint turn was not played (their world had ended)
+``reward_coalitions``       independent topologies (the vote) of at most 10 agents: ``v(S)`` of every
+                            coalition, by bitmask over ``possible_agents`` (``v(∅) = 0``), from the
+                            recorded answers (exact Shapley values need no extra generation)
 ==========================  ==========================================================================
 
 **Truncation** (``truncation=`` at construction; SPEC "Truncation"). The rollout tells the env that a message was

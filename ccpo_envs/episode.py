@@ -17,6 +17,8 @@ from ccpo_envs.verify import Verifier, safe_equivalent, safe_extract, safe_score
 #: ``turn``: the episode goes on and scores as usual (algorithms zero only that agent's reward). ``off``: as ``turn``
 #: (algorithms keep the reward too; for debugging).
 TRUNCATION_RULES = ("episode", "turn", "off")
+#: Coalition outcomes (2^A aggregations per episode) are recorded for independent teams up to this size.
+MAX_COALITION_AGENTS = 10
 
 
 class TruncatedMessage(str):
@@ -160,6 +162,19 @@ class Episode:
             return Outcome(None, 0.0)
         return self.topo.aggregator(answers, self._correct, self._same)
 
+    def coalition_rewards(self, answers: dict[str, str | None]) -> list[float]:
+        """``v(S)`` for every coalition ``S`` of the topology's agents, indexed by bitmask (bit ``j``: agent ``j`` of
+        ``topo.agents`` is in ``S``; ``v(∅) = 0``), from the joint episode's answers. Only for independent topologies
+        (no agent reads another). Under the ``episode`` rule a coalition with a truncated member scores 0."""
+        agents = self.topo.agents
+        out = [0.0] * (1 << len(agents))
+        for mask in range(1, len(out)):
+            members = [a for j, a in enumerate(agents) if mask >> j & 1]
+            if self.truncation == "episode" and any((None, a) in self.truncated for a in members):
+                continue
+            out[mask] = self.topo.aggregator({a: answers[a] for a in members}, self._correct, self._same).reward
+        return out
+
     def outcome(self) -> dict[str, Any]:
         """Everything the algorithms need, under the keys documented in :mod:`ccpo_envs.env`."""
         assert self.done, "outcome() before the episode ended"
@@ -191,4 +206,6 @@ class Episode:
             "truncated_removed": {k: {a: (k, a) in self.truncated for a in self._down[k]} for k in self.topo.removable},
             "skipped": [a for a in self.topo.agents if any(
                 i in self.skipped for i, t in enumerate(self.turns) if t.agent == a and t.removed is None)],
+            **({"reward_coalitions": self.coalition_rewards(answers)}
+               if self.topo.independent and len(self.topo.agents) <= MAX_COALITION_AGENTS else {}),
         }

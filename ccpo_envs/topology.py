@@ -89,6 +89,12 @@ class Topology:
     def agents(self) -> tuple[str, ...]:
         return tuple(a for st in self.stages for a in st)
 
+    @property
+    def independent(self) -> bool:
+        """No agent reads another: any coalition's outcome follows from the joint episode's answers alone (the
+        vote), so exact Shapley values need no extra generation."""
+        return not any(self.sees.values())
+
 
 @dataclass(frozen=True)
 class Turn:

@@ -325,7 +325,8 @@ def test_value_loss_clipping():
 
 def test_algorithm_table_rows_share_signatures():
     b = CreditBatch(torch.tensor([1.0, 0.0]), torch.tensor([[0.0, NAN], [0.0, NAN]]),
-                    torch.ones(2, 2, dtype=torch.bool), torch.tensor([-1, 0]))
+                    torch.ones(2, 2, dtype=torch.bool), torch.tensor([-1, 0]),
+                    coalition_reward=torch.tensor([[0.0, 0.0, 1.0, 1.0], [0.0, 0.0, 0.0, 0.0]]))
     for name, algo in ALGORITHMS.items():
         r, _ = algo.credit(b, None, CFG)
         values = torch.zeros(2, 2) if algo.needs_critic else None
@@ -375,3 +376,62 @@ def test_magrpo_is_the_joint_return_minus_its_siblings_mean(batch, groups):
         sib = [float(batch.team_reward[f]) * float(batch.finished[f].all()) for f in range(E) if gid[f] == gid[e]]
         want = g - sum(sib) / len(sib) if len(sib) > 1 else 0.0
         assert float(adv[e, 0]) == pytest.approx(want) and float(adv[e, 1]) == pytest.approx(want)
+
+
+def _loop_shapley(v, n):
+    """φ_k = Σ_{S ⊆ N∖k} |S|!(n−|S|−1)!/n! · (v(S ∪ k) − v(S)), over explicit subsets (itertools)."""
+    from itertools import combinations
+
+    phi = []
+    for k in range(n):
+        others = [j for j in range(n) if j != k]
+        total = 0.0
+        for size in range(n):
+            for S in combinations(others, size):
+                m = sum(1 << j for j in S)
+                w = math.factorial(size) * math.factorial(n - size - 1) / math.factorial(n)
+                total += w * (v[m | 1 << k] - v[m])
+        phi.append(total)
+    return phi
+
+
+@given(st.integers(1, 5), st.integers(1, 6), st.randoms(), st.sampled_from(["episode", "turn"]))
+def test_exact_shapley_equals_the_subset_loop_and_splits_the_team_reward(n, e, rnd, truncation):
+    from ccpo_algos.credit import exact_shapley_credit
+
+    agg = plurality(rnd.choice(["expected", "strict"]))
+    correct, same = (lambda a: float(a == "2")), (lambda a, b: a == b)
+    rows, joint, fin = [], [], []
+    for _ in range(e):
+        ans = [rnd.choice([None, "1", "2", "3"]) for _ in range(n)]
+        v = [0.0] + [agg({j: ans[j] for j in range(n) if m >> j & 1}, correct, same).reward for m in range(1, 2 ** n)]
+        rows.append(v)
+        joint.append(v[-1])
+        fin.append([rnd.random() > 0.2 for _ in range(n)])
+    finished = torch.tensor(fin)
+    b = CreditBatch(torch.tensor(joint), torch.tensor([[v[(2 ** n - 1) & ~(1 << k)] for k in range(n)] for v in rows]),
+                    finished, torch.full((n,), -1), None, torch.tensor(rows))
+    cfg = CreditConfig(truncation=truncation)
+    got, _ = exact_shapley_credit(b, None, cfg)
+    full, _ = exact_shapley_credit(CreditBatch(b.team_reward, b.removed_reward, torch.ones_like(finished),
+                                               b.gate_source, None, b.coalition_reward), None, cfg)
+    for i, v in enumerate(rows):
+        want = _loop_shapley(v, n)
+        assert full[i].tolist() == pytest.approx(want)
+        assert float(full[i].sum()) == pytest.approx(joint[i])  # efficiency: the split sums to R_joint
+        for k in range(n):
+            kept = finished[i].all() if truncation == "episode" else finished[i, k]
+            assert float(got[i, k]) == pytest.approx(want[k] if kept else 0.0)
+    with pytest.raises(ValueError, match="coalition"):
+        exact_shapley_credit(CreditBatch(b.team_reward, b.removed_reward, finished, b.gate_source), None, cfg)
+
+
+def test_shapley_of_a_one_removal_team_is_the_difference_split():
+    """Two voters: φ_k = ½(v({k}) − v(∅)) + ½(v(N) − v(N∖k)), the vote's R_¬k being the one-removal case."""
+    from ccpo_algos.credit import exact_shapley_credit
+
+    v = torch.tensor([[0.0, 1.0, 0.0, 0.5]])  # voter_0 alone correct, voter_1 alone wrong, together a tie
+    b = CreditBatch(torch.tensor([0.5]), torch.tensor([[0.0, 1.0]]), torch.ones(1, 2, dtype=torch.bool),
+                    torch.tensor([-1, -1]), None, v)
+    phi, _ = exact_shapley_credit(b, None, CreditConfig())
+    assert phi[0].tolist() == pytest.approx([0.5 * 1.0 + 0.5 * 0.5, 0.5 * 0.0 + 0.5 * -0.5])

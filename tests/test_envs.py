@@ -5,7 +5,7 @@ import sys
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import ccpo_envs
@@ -305,3 +305,47 @@ def test_vote_compares_each_answer_pair_once_per_episode(monkeypatch):
     _, info = _vote([f"\\boxed{{{a}}}" for a in answers], gold="1/2")
     assert info["reward_joint"] == 1.0  # 1/2 and 0.5 form the plurality group
     assert len(calls) == len(set(calls))
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.lists(st.sampled_from(["\\boxed{5}", "\\boxed{4}", "\\boxed{3}", "no answer"]), min_size=1, max_size=4),
+       st.lists(st.booleans(), min_size=4, max_size=4), st.sampled_from(["episode", "turn"]))
+def test_vote_records_every_coalition_outcome_consistently(answers, cut, truncation):
+    """``reward_coalitions`` (bitmask over possible_agents) agrees with the env's own outcomes: the full coalition is
+    ``reward_joint``, each one-removal coalition is ``reward_removed``, and a coalition is the plurality of its
+    members' answers (0 under the ``episode`` rule if a member was truncated)."""
+    from ccpo_envs import TruncatedMessage
+
+    n = len(answers)
+    env = vote_v0.parallel_env(n=n, truncation=truncation, **SMALL)
+    env.reset(options={"task": Task("What is 2+3?", "5")})
+    acts = {f"voter_{i}": TruncatedMessage(a) if cut[i] else a for i, a in enumerate(answers)}
+    info = env.step(acts)[4]["voter_0"]
+    v = info["reward_coalitions"]
+    agents = env.possible_agents
+    assert len(v) == 2 ** n and v[0] == 0.0 and v[-1] == info["reward_joint"]
+    for j, k in enumerate(agents):
+        assert v[(2 ** n - 1) & ~(1 << j)] == info["reward_removed"][k]
+    for mask in range(1, 2 ** n):
+        members = [i for i in range(n) if mask >> i & 1]
+        if truncation == "episode" and any(cut[i] for i in members):
+            assert v[mask] == 0.0
+            continue
+        votes = [answers[i][len("\\boxed{"):-1] for i in members if answers[i].startswith("\\boxed")]
+        if not votes:
+            assert v[mask] == 0.0
+            continue
+        counts = {a: votes.count(a) for a in votes}
+        top = [a for a, c in counts.items() if c == max(counts.values())]
+        assert v[mask] == pytest.approx(sum(a == "5" for a in top) / len(top))  # tie rule "expected"
+
+
+def test_dependent_topologies_record_no_coalitions():
+    env = dyad_v0.env(**SMALL)
+    env.reset(options={"task": Task("What is 2+3?", "5")})
+    for agent in env.agent_iter():
+        if env.terminations[agent] or env.truncations[agent]:
+            env.step(None)
+        else:
+            env.step("\\boxed{5}")
+    assert "reward_coalitions" not in env.unwrapped.episode.outcome() and not env.unwrapped.topology.independent
