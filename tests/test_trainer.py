@@ -33,7 +33,7 @@ import parity_plugin  # noqa: F401,E402 - registers the parity_stub task source
 from procs import alive as _alive, descendants as _descendants  # noqa: E402
 
 CASES = [(algo, env) for algo in ("ccpo", "grpo", "mappo") for env in ("dyad_v0", "vote_v0")] + [
-    ("magrpo", "vote_v0"), ("rae", "dyad_v0")]  # peers' rows (SPEC "More credit methods")
+    ("magrpo", "vote_v0"), ("rae", "dyad_v0"), ("shapley", "vote_v0")]  # peers' rows (SPEC "More credit methods")
 
 
 def _cfg(tiny_model, tmp_path, **kw):
@@ -202,7 +202,8 @@ def test_bad_config_fails_before_any_model_loads(tmp_path):
                     ({"temperature": 0.0}, "temperature"), ({"truncation": "never"}, "truncation"),
                     ({"ppo_mini_batch": 3, "prompts_per_step": 8}, "ppo_mini_batch"), ({"cf_lambda": -1.0}, "cf_lambda"),
                     ({"finetune": "full", "backend": "server"}, "backend=vllm"),
-                    ({"task_path": "x.jsonl"}, "drop --task-path"), ({"task": "no_such_task"}, "unknown task source")]:
+                    ({"task_path": "x.jsonl"}, "drop --task-path"), ({"task": "no_such_task"}, "unknown task source"),
+                    ({"algo": "shapley", "env": "dyad_v0"}, "coalition")]:
         with pytest.raises(ValueError, match=msg):
             train(preset(None, out_dir=str(tmp_path), **kw))
     assert time.monotonic() - t0 < 5
