@@ -38,6 +38,13 @@ BENCH_PRESETS: dict[str, dict[str, Any]] = {
     # Longer CPU runs.
     "long": dict(algos=("ccpo", "grpo", "mappo"), envs=("dyad_v0", "vote_v0"), seeds=(0, 1, 2),
                  train=dict(steps=100, prompts_per_step=8, group_size=4, eval_size=128, eval_every=10)),
+    # CCPO vs shared GRPO sized to detect a 5-point difference (benchmarks/stats.py minimal_detectable_difference):
+    # with a seed-to-seed sd of ~0.05 (measured: 2-7 points) training noise dominates, and the normal approximation
+    # needs ~16 seeds per method and topology whatever the item count; 128 held-out items keep the item term small.
+    # 64 runs of ~6 min on a 2-core CPU: 6-7 hours. Resumable (`ccpo bench --resume FOLDER`), so it can run in parts;
+    # the table's power line re-estimates the design's detectable difference from the variances it measured.
+    "study": dict(algos=("ccpo", "grpo"), envs=("dyad_v0", "vote_v0"), seeds=tuple(range(16)),
+                  train=dict(steps=10, prompts_per_step=4, group_size=4, eval_size=128, eval_every=5)),
     # Tiny random model, for tests of the suite itself.
     "smoke": dict(algos=("ccpo", "grpo"), envs=("dyad_v0", "vote_v0"), seeds=(0,),
                   train=dict(steps=2, prompts_per_step=2, group_size=2, eval_size=4, eval_every=0,
@@ -63,7 +70,8 @@ class BenchConfig:
     """What ``ccpo bench`` runs."""
 
     preset: str = "default"
-    """Suite preset: default (CPU, 25-45 min on 2 cores), full (3 seeds), long, smoke."""
+    """Suite preset: default (CPU, 25-45 min on 2 cores), full (3 seeds), long, study (CCPO vs GRPO, 16 seeds, 128
+    held-out items: sized to detect 5 points; 6-7 h on 2 cores, resumable), smoke."""
     out_dir: str = "results"
     """Parent folder; each invocation writes a new ``bench-<time>`` folder in it."""
     model: str = "embedded"
