@@ -82,8 +82,9 @@ class TrainConfig:
     group_size: int = 4
     """Samples per prompt (G); GRPO groups are per prompt and agent."""
     schedule: str = "alternate"
-    """``alternate`` (one agent at a time, first agent first, agent ``(step // switch_every) mod A``: CCPO v1's
-    formula, whose first block is one step shorter), ``alternate_v2`` (``(step − 1) // switch_every``: every block
+    """``alternate`` (one agent at a time: agent ``(step // switch_every) mod A`` of ``possible_agents`` with
+    steps counted from 1, CCPO v1's formula; its first block is one step shorter, so with ``switch_every = 1`` the
+    second agent trains first), ``alternate_v2`` (``(step − 1) // switch_every``: every block
     ``switch_every`` steps, the released recipe) or ``simultaneous`` (all agents every step)."""
     switch_every: int = 10
     """Steps per agent block under the alternate schedule."""
@@ -302,7 +303,8 @@ PRESETS: dict[str, dict[str, Any]] = {
                          eval_every=10, eval_size=500, lora_r=64, lora_alpha=128, train_size=7500),
     # SPEC's logic experiment: LogiQA, 3 voters.
     "gpu-logiqa-vote": dict(env="vote_v0", task="logiqa", model="Qwen/Qwen2.5-7B-Instruct", prompts_per_step=64,
-                            group_size=4, max_tokens=1024, max_model_len=4096, lr=1e-5, steps=300, eval_size=500),
+                            group_size=4, max_tokens=1024, max_model_len=4096, lr=1e-5, steps=300, eval_size=500,
+                            train_size=7376),  # all of LogiQA's train split
     # The released recipe, bhai114/ccpo CCPO/examples/gspo_trainer/run_qwen2_5_1_5b_gspo_two_model.sh: 192 prompts
     # x 16 samples, PPO mini-batches of 24 prompts (8 optimiser steps per rollout), GSPO clip 3e-4/4e-4, no KL,
     # T = 1.0, alternate period 10 from step 1 ((step - 1) // P), lambda 0.2, group solo baseline, event bonus,

@@ -54,8 +54,7 @@ def batch_indices(seed: int, step: int, batch: int, n: int) -> list[int]:
 
 
 def roles_to_train(cfg: TrainConfig, step: int, agents: list[str]) -> list[str]:
-    """``simultaneous``: all; ``alternate``/``alternate_v2``: one agent per block of ``switch_every`` steps, first
-    agent first.
+    """``simultaneous``: all; ``alternate``/``alternate_v2``: one agent per block of ``switch_every`` steps.
 
     ``alternate`` is CCPO v1's formula ``idx = (step // switch_every) mod A`` with steps counted from 1, so its
     first block is one step shorter; ``alternate_v2`` is the released recipe's ``(step − 1) // switch_every``

@@ -15,7 +15,7 @@ from ccpo_envs.topology import Topology, dyad, vote
 _ENV_KEYS = ("max_message_chars", "max_observation_chars", "max_action_chars", "render_mode", "truncation")
 
 
-def resolve_source(source: str | TaskSource = "math", split: str = "train", seed: int = 0, size: int = 1000,
+def resolve_source(source: str | TaskSource = "math", split: str = "train", seed: int = 0, size: int | None = None,
                    **source_kwargs: Any) -> TaskSource:
     """A :class:`TaskSource` from a name (see :func:`~ccpo_envs.sources.make_source`) or an existing source."""
     if isinstance(source, str):

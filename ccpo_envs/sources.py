@@ -367,18 +367,27 @@ _USER_SOURCES: dict[str, Callable[..., TaskSource]] = {}
 
 
 def register_source(name: str, factory: Callable[..., TaskSource]) -> None:
-    """Make ``make_source(name, split=..., seed=..., **kw)`` call ``factory(split=..., seed=..., **kw)``."""
+    """Make ``make_source(name, split=..., seed=..., size=..., **kw)`` call ``factory(split=..., seed=..., size=...,
+    **kw)``: ``split`` is ``train``, ``eval`` or ``test``; ``size`` the number of tasks asked (an int, 1000 when the
+    caller gave none; a factory may return fewer); ``kw`` the source options the caller passed, which for ccpo's
+    trainer is ``modes=`` (answer-extraction modes) unless ``task_path`` is set (then ``path=``)."""
     _USER_SOURCES[name] = factory
 
 
-def make_source(name: str, split: str = "train", seed: int = 0, size: int = 1000, **kwargs: Any) -> TaskSource:
+def make_source(name: str, split: str = "train", seed: int = 0, size: int | None = None, **kwargs: Any
+                ) -> TaskSource:
     """Build a task source by name.
 
     Names: a task set of :data:`RG_SETS` (``math``, ``logic``, ``arith_easy``); ``rg:<dataset>`` for one
     reasoning-gym generator (``config=`` a dict); a benchmark of :data:`HUB_SPECS` (``path=`` a local file for
-    offline use); or a name given to :func:`register_source`.
+    offline use); or a name given to :func:`register_source`. ``size``: how many tasks (generated sources and
+    registered factories: 1000 if not given; hub benchmarks: the first ``size`` of the seeded order, all if not
+    given).
     """
     _check_split(split)
+    if name in HUB_SPECS:
+        return HubSource(name, split, seed, size=size, **kwargs)
+    size = 1000 if size is None else size
     if name in _USER_SOURCES:
         return _USER_SOURCES[name](split=split, seed=seed, size=size, **kwargs)
     if name in RG_SETS:
@@ -391,7 +400,5 @@ def make_source(name: str, split: str = "train", seed: int = 0, size: int = 1000
         return srcs[0] if len(srcs) == 1 else MixtureSource(srcs, name=name)
     if name.startswith("rg:"):
         return ReasoningGymSource(name[3:], kwargs.pop("config", None), split, seed, size, **kwargs)
-    if name in HUB_SPECS:
-        return HubSource(name, split, seed, size=kwargs.pop("size", None), **kwargs)
     raise ValueError(f"unknown task source {name!r}; choose from {sorted(RG_SETS)}, 'rg:<dataset>', "
                      f"{sorted(HUB_SPECS)} or a name given to register_source()")

@@ -24,5 +24,7 @@ class Task:
 
     @property
     def task_id(self) -> str:
+        """``source/split/seed/index``; a part the metadata lacks is left out (a ``ListSource`` has no seed:
+        ``list/train/3``), never written as a placeholder."""
         m = self.metadata
-        return f"{m.get('source', '?')}/{m.get('split', '?')}/{m.get('seed', '?')}/{m.get('index', '?')}"
+        return "/".join(str(m[k]) for k in ("source", "split", "seed", "index") if k in m) or "task"

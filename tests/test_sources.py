@@ -99,6 +99,15 @@ def test_hub_loaders_read_local_files_in_the_hub_format(name):
     # seed sets the order, deterministically
     again = make_source(name, split, seed=0, path=path)
     assert _questions(again) == _questions(src)
+    # size= is honoured for hub benchmarks too: the first items of the same order
+    assert _questions(make_source(name, split, seed=0, path=path, size=1)) == _questions(src)[:1]
+
+
+def test_list_source_task_ids_have_no_placeholders():
+    from ccpo_envs import ListSource
+
+    src = ListSource([{"question": "q", "answer": "1"}, {"question": "r", "answer": "2"}])
+    assert [src[i].task_id for i in range(2)] == ["list/train/0", "list/train/1"]
 
 
 def test_hub_loader_reads_parquet_and_gives_known_golds(tmp_path):
