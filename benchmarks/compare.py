@@ -150,8 +150,8 @@ def paired_between_folders(ra: dict[str, Any], rb: dict[str, Any], env: str, lab
         return ""
     if _task_ids(ra, env, label) != _task_ids(rb, env, label):
         return ""
-    n = min(len(a[0]), len(b[0]))
-    return str(paired_difference(b[1][:n], a[1][:n]))
+    y, x = _common_seeds(b, a)
+    return str(paired_difference(y, x)) if len(y) else ""
 
 
 def _task_ids(results: dict[str, Any], env: str, label: str) -> list[str]:

@@ -10,26 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Protocol, Sequence
 
-#: SPEC.md's role prompts (from the reference code), used verbatim by default.
-THINKER_PROMPT = (
-    "You are a math expert specialized in solving mathematical problems, you need to teach a weaker agent with "
-    "minimal capability in math how to solve a problem step-by-step. Your task is to provide a high-level solution "
-    "plan for the given problem, in order to guide a low-level math solving agent to solve the problem. You can not "
-    "directly answer the question. You'll be punished if you include any answer in your response. You need to first "
-    "think deeply in mind and output your final instruction."
-)
-REASONER_PROMPT = (
-    "You are a math expert tasked with solving problems step by step. Follow the provided instructions precisely, "
-    "showing all reasoning and intermediate steps. Present the final answer within \\boxed{}."
-)
-#: Default system prompt per role *kind* (the agent id without its ``_<n>`` suffix).
-DEFAULT_ROLE_PROMPTS: dict[str, str] = {
-    "thinker": THINKER_PROMPT,
-    "reasoner": REASONER_PROMPT,
-    "voter": REASONER_PROMPT,
-    "agent": REASONER_PROMPT,
-}
-
+from ccpo_envs.prompts import DEFAULT_ROLE_PROMPTS  # the topology's prompts live with the envs
 
 
 def role_kind(agent: str) -> str:

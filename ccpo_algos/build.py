@@ -10,30 +10,23 @@ from typing import Any
 import torch
 
 from ccpo_agents.hardware import resolve_dtype
-from ccpo_agents.policy import DEFAULT_ROLE_PROMPTS
 from ccpo_algos.config import TrainConfig
 from ccpo_envs import make
-from ccpo_envs.prompts import RELEASED_ROLE_PROMPTS  # the topology's prompts live with the envs
-from ccpo_envs.registry import resolve_source
+from ccpo_envs.prompts import team_role_prompts  # the topology's prompts live with the envs
+from ccpo_envs.registry import resolve_source, team_agent_ids, team_env_options
 
 
 def role_prompts(cfg: TrainConfig) -> dict[str, str | None]:
-    p: dict[str, str | None] = dict(RELEASED_ROLE_PROMPTS if cfg.template == "v2" else DEFAULT_ROLE_PROMPTS)
-    if cfg.thinker_prompt is not None:
-        p["thinker"] = cfg.thinker_prompt
-    if cfg.solver_prompt is not None:
-        p.update(reasoner=cfg.solver_prompt, voter=cfg.solver_prompt)
-    return p
+    return team_role_prompts(cfg.template, cfg.thinker_prompt, cfg.solver_prompt)
 
 
 def env_kwargs(cfg: TrainConfig, counterfactual: bool) -> dict[str, Any]:
-    if cfg.env == "dyad_v0":
-        return {"counterfactual": counterfactual, "truncation": cfg.truncation, "template": cfg.template}
-    return {"n": cfg.n_voters, "tie_rule": cfg.tie_rule, "truncation": cfg.truncation}
+    return team_env_options(cfg.env, counterfactual=counterfactual, truncation=cfg.truncation, template=cfg.template,
+                            n=cfg.n_voters, tie_rule=cfg.tie_rule)
 
 
 def team_agents(cfg: TrainConfig) -> list[str]:
-    return ["thinker_0", "reasoner_0"] if cfg.env == "dyad_v0" else [f"voter_{i}" for i in range(cfg.n_voters)]
+    return team_agent_ids(cfg.env, cfg.n_voters)
 
 
 def build_policy(cfg: TrainConfig, model_path: str, roles: list[str]) -> Any:

@@ -16,6 +16,7 @@ from typing import Any
 from ccpo_algos.algorithms import ALGORITHMS
 from ccpo_algos.credit import TRUNCATION_RULES
 from ccpo_algos.loss import AGG_MODES, POLICY_LOSSES
+from ccpo_envs.registry import TRAINABLE_ENVS
 
 SCHEDULES = ("alternate", "alternate_v2", "simultaneous")
 PI_OLD = ("trainer", "engine")
@@ -208,8 +209,8 @@ class TrainConfig:
 
         if self.algo not in ALGORITHMS:
             bad(f"algo={self.algo!r}; choose one of {sorted(ALGORITHMS)}")
-        if self.env not in ("dyad_v0", "vote_v0"):
-            bad(f"env={self.env!r}; choose dyad_v0 or vote_v0")
+        if self.env not in TRAINABLE_ENVS:
+            bad(f"env={self.env!r}; choose {' or '.join(TRAINABLE_ENVS)}")
         for name, allowed in (("schedule", SCHEDULES), ("truncation", TRUNCATION_RULES), ("pi_old", PI_OLD),
                               ("loss", tuple(POLICY_LOSSES)), ("loss_agg", AGG_MODES),
                               ("tie_rule", ("expected", "strict")), ("template", ("v1", "v2")),

@@ -115,3 +115,21 @@ def make(name: str, api: str | None = None, **kwargs: Any):
     if api == "parallel":
         return mod.parallel_env(**kwargs)
     raise ValueError(f"api={api!r}: use 'aec', 'parallel' or None")
+
+
+#: The registered envs the trainer can build a team from, with the options below.
+TRAINABLE_ENVS = ("dyad_v0", "vote_v0")
+
+
+def team_env_options(name: str, *, counterfactual: bool, truncation: str, template: str = "v1", n: int = 3,
+                     tie_rule: str = "expected") -> dict[str, Any]:
+    """The constructor options of a trainable env, from settings common to all (the dyad reads ``counterfactual``
+    and ``template``; the vote ``n`` and ``tie_rule``; both ``truncation``)."""
+    if name == "dyad_v0":
+        return {"counterfactual": counterfactual, "truncation": truncation, "template": template}
+    return {"n": n, "tie_rule": tie_rule, "truncation": truncation}
+
+
+def team_agent_ids(name: str, n: int = 3) -> list[str]:
+    """``possible_agents`` of a trainable env without building one (no task source is loaded)."""
+    return list(dyad().agents if name == "dyad_v0" else vote(n).agents)
