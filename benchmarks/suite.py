@@ -186,7 +186,7 @@ def run_suite(bc: BenchConfig, policy: Any | None = None) -> Path:
     quiet_logs(bc.verbose)  # before vLLM is imported
 
     from ccpo_agents.models import resolve_model
-    from ccpo_algos.build import build_policy, team_agents, unique_dir
+    from ccpo_algos.build import build_policy, role_prompts, team_agents, unique_dir
     from ccpo_algos.evaluation import evaluate_untrained, read_eval_items
     from ccpo_algos.runlog import read_metrics
     from ccpo_algos.trainer import train
@@ -219,8 +219,9 @@ def run_suite(bc: BenchConfig, policy: Any | None = None) -> Path:
         if policy is None:  # one engine for every run: adapters for the dyad's and the vote's agents
             c0 = cfgs[0][3]
             roles = list(dict.fromkeys(a for *_, c in cfgs for a in team_agents(c)))
+            prompts = {k: v for *_, c in cfgs for k, v in role_prompts(c).items()}  # ids differ across topologies
             bar.set_postfix_str("starting the vLLM engine", refresh=True)
-            policy = build_policy(c0, resolve_model(bc.model), roles)
+            policy = build_policy(c0, resolve_model(bc.model), roles, prompts)
         known: dict[str, dict[str, Any]] = {}  # reference key -> its entry (identical references run once)
         for ref in results["references"]:
             if "key" in ref:

@@ -10,13 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Protocol, Sequence
 
-from ccpo_envs.prompts import DEFAULT_ROLE_PROMPTS  # the topology's prompts live with the envs
-
-
-def role_kind(agent: str) -> str:
-    """``thinker_0`` -> ``thinker``."""
-    head, _, tail = agent.rpartition("_")
-    return head if head and tail.isdigit() else agent
+from ccpo_envs.prompts import DEFAULT_ROLE_PROMPTS, role_kind  # the topology's prompts live with the envs
 
 
 @dataclass(frozen=True)
@@ -76,13 +70,15 @@ class Request:
 
     ``seed`` (optional) fixes this request's sampling, so rollouts do not depend on the engine's history (exact
     resume); backends without per-request seeds ignore it. ``removed`` names the removed agent when this is a
-    counterfactual re-run (it selects a ``<kind>/removed`` system prompt where one is defined).
+    counterfactual re-run (it selects a ``<kind>/removed`` system prompt where one is defined). ``question`` is the
+    bare task question (scripted policies read it; model backends use only ``text``).
     """
 
     role: str
     text: str
     seed: int | None = None
     removed: str | None = None
+    question: str | None = None
 
 
 class Policy(Protocol):

@@ -13,37 +13,41 @@ from ccpo_agents.hardware import resolve_dtype
 from ccpo_algos.config import TrainConfig
 from ccpo_envs import make
 from ccpo_envs.prompts import team_role_prompts  # the topology's prompts live with the envs
-from ccpo_envs.registry import resolve_source, team_agent_ids, team_env_options
+from ccpo_envs.registry import resolve_source, team_probe
+
+
+def team_topology(cfg: TrainConfig) -> Any:
+    """The run's topology (its env built on a one-task source)."""
+    return team_probe(cfg.env, **cfg.env_kwargs(counterfactual=True)).topology
 
 
 def role_prompts(cfg: TrainConfig) -> dict[str, str | None]:
-    return team_role_prompts(cfg.template, cfg.thinker_prompt, cfg.solver_prompt)
-
-
-def env_kwargs(cfg: TrainConfig, counterfactual: bool) -> dict[str, Any]:
-    return team_env_options(cfg.env, counterfactual=counterfactual, truncation=cfg.truncation, template=cfg.template,
-                            n=cfg.n_voters, tie_rule=cfg.tie_rule)
+    """System prompt per role kind and agent id: the template's, the topology's, then the config's overrides."""
+    return team_role_prompts(team_topology(cfg), cfg.template, cfg.thinker_prompt, cfg.solver_prompt)
 
 
 def team_agents(cfg: TrainConfig) -> list[str]:
-    return team_agent_ids(cfg.env, cfg.n_voters)
+    """The run's agent ids (``possible_agents``)."""
+    return list(team_topology(cfg).agents)
 
 
-def build_policy(cfg: TrainConfig, model_path: str, roles: list[str]) -> Any:
-    """The rollout backend named by ``cfg.backend``."""
-    import torch
+def build_policy(cfg: TrainConfig, model_path: str, roles: list[str],
+                 prompts: dict[str, str | None] | None = None) -> Any:
+    """The rollout backend named by ``cfg.backend``, serving ``roles`` with ``prompts`` (default: the run's
+    :func:`role_prompts`; an engine shared by several runs takes the union of theirs)."""
+    prompts = role_prompts(cfg) if prompts is None else prompts
 
     dtype = resolve_dtype(cfg.dtype, "cuda" if torch.cuda.is_available() else "cpu")  # where vLLM runs
     if cfg.finetune == "full":
         from ccpo_agents.full_backend import PerRoleEngines
 
         return PerRoleEngines(model_path, roles, max_model_len=cfg.max_model_len, seed=cfg.seed,
-                              role_prompts=role_prompts(cfg), dtype=dtype)
+                              role_prompts=prompts, dtype=dtype)
     if cfg.backend == "vllm":
         from ccpo_agents.vllm_backend import VLLMPolicy
 
         return VLLMPolicy(model_path, roles, max_model_len=cfg.max_model_len, max_lora_rank=cfg.lora_r,
-                          seed=cfg.seed, role_prompts=role_prompts(cfg), dtype=dtype)
+                          seed=cfg.seed, role_prompts=prompts, dtype=dtype)
     from ccpo_agents.server_backend import ServerPolicy, VLLMServer
 
     endpoints = list(cfg.endpoints)
@@ -52,7 +56,7 @@ def build_policy(cfg: TrainConfig, model_path: str, roles: list[str]) -> Any:
         server = VLLMServer(model_path, max_model_len=cfg.max_model_len, max_lora_rank=cfg.lora_r,
                             max_loras=len(roles), dtype=dtype).start()
         endpoints, api_key = [server.url], server.api_key
-    return ServerPolicy(endpoints, model_path, roles, cfg.max_model_len, role_prompts(cfg), api_key=api_key)
+    return ServerPolicy(endpoints, model_path, roles, cfg.max_model_len, prompts, api_key=api_key)
 
 
 def task_source(cfg: TrainConfig, split: str, size: int) -> Any:
@@ -67,7 +71,7 @@ def eval_env_pool(cfg: TrainConfig, source: Any, size: int) -> list[Any]:
     """AEC envs for evaluation (counterfactuals on, so reasoner-alone accuracy is reported): up to 32 (at least
     ``eval_samples``), reused across batches of ``size`` tasks."""
     n = max(min(size, 32), cfg.eval_samples)  # sampled evaluation plays eval_samples episodes of a task at once
-    return [make(cfg.env, api="aec", source=source, **env_kwargs(cfg, True)) for _ in range(n)]
+    return [make(cfg.env, api="aec", source=source, **cfg.env_kwargs(True)) for _ in range(n)]
 
 
 def unique_dir(parent: str | os.PathLike, name: str) -> Path:

@@ -13,36 +13,38 @@ Run ``ccpo <command> --help`` for the options of one command.
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 USAGE = __doc__
 
 
-def _train(argv: list[str]) -> int:
-    """``ccpo train [--preset NAME] [--field value ...]``: every TrainConfig field is a flag (see --help)."""
+def train_config_from_args(argv: list[str]) -> "TrainConfig":  # noqa: F821 - imported lazily
+    """The (not yet validated) config that ``ccpo train ARGV`` runs: ``--preset NAME`` first, then every flag.
+    Raises ``ValueError`` for an unknown or missing preset name."""
     import tyro
 
     from ccpo_algos.config import PRESETS, TrainConfig, preset
 
-    if "--resume" in argv:
-        return _resume(argv)
     name = None
     if "--preset" in argv:
         i = argv.index("--preset")
         if i + 1 >= len(argv):
-            print(f"ccpo train: --preset needs a name: {sorted(PRESETS)}", file=sys.stderr)
-            return 2
+            raise ValueError(f"--preset needs a name: {sorted(PRESETS)}")
         name = argv[i + 1]
         argv = argv[:i] + argv[i + 2:]
-    try:
-        base = preset(name)
-    except ValueError as e:
-        print(f"ccpo train: {e}", file=sys.stderr)
-        return 2
+    base = preset(name)
     desc = (f"Train a team of LLM agents. Presets (--preset NAME, then any flag overrides it): "
             f"{', '.join(sorted(PRESETS))}.")
-    cfg = tyro.cli(TrainConfig, default=base, args=argv, description=desc, prog="ccpo train")
+    return tyro.cli(TrainConfig, default=base, args=argv, description=desc, prog="ccpo train")
+
+
+def _train(argv: list[str]) -> int:
+    """``ccpo train [--preset NAME] [--field value ...]``: every TrainConfig field is a flag (see --help)."""
+    if "--resume" in argv:
+        return _resume(argv)
     try:
+        cfg = train_config_from_args(argv)
         cfg.validate()
     except ValueError as e:  # before any model is loaded
         print(f"ccpo train: {e}", file=sys.stderr)
@@ -122,11 +124,14 @@ def _eval(argv: list[str]) -> int:
                    help="evaluate on another task source than the run's (e.g. math500, aime2024, aime2025, amc23, "
                         "minerva, gaokao2023en with --split test)")
     p.add_argument("--task-path", default=None, help="local copy of a hub benchmark (offline use)")
+    p.add_argument("--plugins", nargs="*", default=[],
+                   help="modules to import besides the run's recorded plugins (they register its env or tasks)")
     args = p.parse_args(argv)
     from ccpo_algos.evaluation import evaluate_run
 
     try:
-        out = evaluate_run(args.run, args.split, args.size, task=args.task, task_path=args.task_path)
+        out = evaluate_run(args.run, args.split, args.size, task=args.task, task_path=args.task_path,
+                           plugins=tuple(args.plugins))
     except (FileNotFoundError, ValueError) as e:
         print(f"ccpo eval: {e}", file=sys.stderr)
         return 2
@@ -173,6 +178,8 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, _interrupt)
     atexit.register(_stop_children)
+    if "" not in sys.path and os.getcwd() not in sys.path:  # --plugins finds modules in the working directory,
+        sys.path.insert(0, os.getcwd())                      # as `python -m` would
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(USAGE)

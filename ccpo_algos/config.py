@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import json
 import math
 import os
@@ -16,7 +17,7 @@ from typing import Any
 from ccpo_algos.algorithms import ALGORITHMS
 from ccpo_algos.credit import TRUNCATION_RULES
 from ccpo_algos.loss import AGG_MODES, POLICY_LOSSES
-from ccpo_envs.registry import TRAINABLE_ENVS
+from ccpo_envs.registry import ENVS, team_env_options, team_probe
 
 SCHEDULES = ("alternate", "alternate_v2", "simultaneous")
 PI_OLD = ("trainer", "engine")
@@ -43,11 +44,15 @@ class TrainConfig:
 
     # --- team and tasks
     env: str = "dyad_v0"
-    """Topology: ``dyad_v0`` (thinker -> reasoner) or ``vote_v0`` (N voters)."""
+    """A registered env (``ccpo_envs.ENVS``): ``dyad_v0`` (thinker -> reasoner), ``vote_v0`` (N voters),
+    ``debate_v0`` (N debaters, R rounds), ``chain_v0`` (a 3-agent pipeline) or a plug-in's (with ``--plugins``)."""
+    env_options: tuple[str, ...] = ()
+    """Extra options of the env's builder as ``KEY=VALUE`` (VALUE read as JSON, else as a string), e.g.
+    ``--env-options rounds=3`` for ``debate_v0`` or ``n=4`` for ``chain_v0``."""
     n_voters: int = 3
-    """Voters in ``vote_v0``."""
+    """Team size of envs that take one (the vote's voters, the debate's debaters)."""
     tie_rule: str = "expected"
-    """Vote tie rule: ``expected`` or ``strict``."""
+    """Plurality tie rule (vote, debate): ``expected`` or ``strict``."""
     task: str = "arith_easy"
     """Task source (``arith_easy``, ``math``, ``logic``, ``rg:<name>``, ``gsm8k``, ``hendrycks_math``, ...)."""
     task_path: str | None = None
@@ -70,9 +75,11 @@ class TrainConfig:
     released recipe: its thinker/solver/solo system prompts, ``Thinker's thought:``, a trailing boxed answer
     stripped from the thought)."""
     thinker_prompt: str | None = None
-    """Override the thinker's system prompt (default: SPEC's)."""
+    """Override the system prompt of the agents that only advise (they speak before the last stage and others read
+    them: the dyad's thinker, a chain's first agents). Default: the topology's."""
     solver_prompt: str | None = None
-    """Override the reasoner's / voters' system prompt (default: SPEC's)."""
+    """Override the system prompt of the agents that answer (they speak in the last stage: the reasoner, voters,
+    debaters). Default: the topology's."""
 
     # --- algorithm
     algo: str = "ccpo"
@@ -209,8 +216,19 @@ class TrainConfig:
 
         if self.algo not in ALGORITHMS:
             bad(f"algo={self.algo!r}; choose one of {sorted(ALGORITHMS)}")
-        if self.env not in TRAINABLE_ENVS:
-            bad(f"env={self.env!r}; choose {' or '.join(TRAINABLE_ENVS)}")
+        for mod in self.plugins:  # user modules that register task sources or envs, before names are checked
+            try:
+                importlib.import_module(mod)
+            except ImportError as e:
+                bad(f"plugins: cannot import {mod!r} ({e}); pass an importable module name")
+        if self.env not in ENVS:
+            bad(f"env={self.env!r} is not registered; choose one of {sorted(ENVS)} (a plug-in's env needs "
+                "--plugins MODULE)")
+        options = self.env_kwargs(counterfactual=True)
+        try:
+            team_probe(self.env, **options)
+        except (TypeError, ValueError) as e:
+            bad(f"env={self.env!r} with env_options={list(self.env_options)}: {e}")
         for name, allowed in (("schedule", SCHEDULES), ("truncation", TRUNCATION_RULES), ("pi_old", PI_OLD),
                               ("loss", tuple(POLICY_LOSSES)), ("loss_agg", AGG_MODES),
                               ("tie_rule", ("expected", "strict")), ("template", ("v1", "v2")),
@@ -268,6 +286,21 @@ class TrainConfig:
         if unknown:
             bad(f"extract_modes has unknown {unknown}; choose from {sorted(EXTRACTORS)}")
         return self
+
+    def env_kwargs(self, counterfactual: bool) -> dict[str, Any]:
+        """The options the env is built with (see :func:`ccpo_envs.registry.team_env_options`)."""
+        extra: dict[str, Any] = {}
+        for item in self.env_options:
+            key, sep, value = item.partition("=")
+            if not sep or not key.isidentifier():
+                raise ValueError(f"bad config: env_options item {item!r} must be KEY=VALUE, e.g. rounds=3")
+            try:
+                extra[key] = json.loads(value)
+            except json.JSONDecodeError:
+                extra[key] = value
+        return team_env_options(self.env, counterfactual=counterfactual, truncation=self.truncation,
+                                settings={"template": self.template, "n": self.n_voters, "tie_rule": self.tie_rule},
+                                extra=extra)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -31,17 +31,19 @@ def evaluate(policy: Any, envs: list[Any], source: Any, size: int, cfg: TrainCon
     n = min(size, len(source))
 
     def run(sampling: SamplingConfig, k: int, prefix: str) -> dict[str, float]:
-        infos, turns = [], []
+        infos, turns, tokens = [], [], []
         per = max(1, len(envs) // k)
         for s in range(0, n, per):
             tasks = [source[i] for i in range(s, min(n, s + per))]
             rb = collect(envs, tasks, k, policy, sampling, seed=None if k == 1 else request_seed("eval", s))
             infos += rb.infos
             turns += rb.turns
+            tokens += [sum(len(c.completion_ids) for a in rb.agents for c in rb.agent_turns(e, a))
+                       for e in range(len(rb))]  # every joint turn (a debater's rounds too)
         merged = RolloutBatch(list(rb.agents), [], torch.zeros(len(infos)), turns, infos, [])
         if k == 1:
-            greedy_items[:] = [{"task_id": i["task_id"], "reward": float(i["reward_joint"]),
-                                "tokens": sum(len(c.completion_ids) for c in t.values())} for i, t in zip(infos, turns)]
+            greedy_items[:] = [{"task_id": i["task_id"], "reward": float(i["reward_joint"]), "tokens": t}
+                               for i, t in zip(infos, tokens)]
         return rollout_metrics(merged, prefix=prefix)
 
     greedy_items: list[dict[str, Any]] = []
@@ -70,15 +72,17 @@ def read_eval_items(run_dir: str | os.PathLike) -> dict[int, list[dict[str, Any]
 
 
 def evaluate_run(run_dir: str | os.PathLike, split: str = "eval", size: int | None = None,
-                 policy: Any | None = None, task: str | None = None, task_path: str | None = None
-                 ) -> dict[str, float]:
+                 policy: Any | None = None, task: str | None = None, task_path: str | None = None,
+                 plugins: tuple[str, ...] = ()) -> dict[str, float]:
     """Greedy evaluation of a run's latest checkpoint on ``split`` (``test`` only for final reporting).
 
     ``task`` evaluates on another source than the run trained on (the paper trains on MATH and tests on
     ``math500``, ``aime2024``, ``aime2025``, ``amc23``, ``minerva``, ``gaokao2023en``); ``task_path`` is a local copy.
+    The run's recorded ``plugins`` are imported first, then ``plugins`` (e.g. a module that moved).
     """
     run_dir = Path(run_dir)
     cfg = load_run_config(run_dir)
+    cfg = dataclasses.replace(cfg, plugins=tuple(dict.fromkeys((*cfg.plugins, *plugins)))).validate()
     if task is not None:
         cfg = dataclasses.replace(cfg, task=task, task_path=task_path)
     elif task_path is not None:

@@ -43,10 +43,10 @@ def request_seed(*parts: Any) -> int:
 
 
 def team_layout(topo: Topology) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(stage (A,), gate_source (A,))``: each agent's stage, and for a non-removable agent downstream of a
+    """``(stage (A,), gate_source (A,))``: each agent's first stage, and for a non-removable agent downstream of a
     removable one, that agent's index (its gate; dyad: reasoner -> thinker), else -1."""
     agents = list(topo.agents)
-    stage = [next(i for i, st in enumerate(topo.stages) if a in st) for a in agents]
+    stage = [topo.stages_of(a)[0] for a in agents]
     gate = []
     for a in agents:
         src = -1
@@ -67,10 +67,12 @@ class RolloutBatch:
         agents: agent ids in speaking order (``A``).
         tasks: the task of each episode.
         group_ids: ``(E,)`` prompt index of each episode (GRPO groups).
-        turns: per episode, ``{agent: Completion}`` of its joint turn (what is trained).
+        turns: per episode, ``{agent: Completion}`` of its last joint turn (the one that gives its answer).
         infos: per episode, the env's final infos.
         stage_texts: per episode, the joint transcript before each stage (critic input).
         cf_turns: per episode, the counterfactual re-run completions (not trained).
+        earlier: per episode, ``{agent: [Completion]}`` of its joint turns before the last (a debater's earlier
+            rounds; empty for an agent that speaks once). Every joint turn is trained with the agent's credit.
     """
 
     agents: list[str]
@@ -80,9 +82,20 @@ class RolloutBatch:
     infos: list[dict[str, Any]]
     stage_texts: list[list[str]]
     cf_turns: list[list[Completion]] = field(default_factory=list)
+    earlier: list[dict[str, list[Completion]]] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.turns)
+
+    def agent_turns(self, e: int, agent: str) -> list[Completion]:
+        """Every joint turn of ``agent`` in episode ``e``, in speaking order."""
+        return (self.earlier[e].get(agent, []) if self.earlier else []) + [self.turns[e][agent]]
+
+    def role_turns(self, agent: str) -> tuple[list[Completion], list[int]]:
+        """``(turns, episode)``: every joint turn of ``agent`` over the batch and the episode index of each (the
+        row of the agent's advantage it is trained with)."""
+        pairs = [(c, e) for e in range(len(self)) for c in self.agent_turns(e, agent)]
+        return [c for c, _ in pairs], [e for _, e in pairs]
 
     def credit_batch(self, gate_source: torch.Tensor, group_offset: int = 0) -> CreditBatch:
         """The credit inputs of this batch; ``group_offset`` makes group ids unique across data-parallel ranks."""
@@ -92,15 +105,16 @@ class RolloutBatch:
         for e, info in enumerate(self.infos):
             for k, r in info.get("reward_removed", {}).items():
                 removed[e, self.agents.index(k)] = float(r)
-        finished = torch.tensor([[self.turns[e][a].finished for a in self.agents] for e in range(E)])
+        finished = torch.tensor([[all(c.finished for c in self.agent_turns(e, a)) for a in self.agents]
+                                 for e in range(E)])
         coalitions = None
         if self.infos and all("reward_coalitions" in i for i in self.infos):  # bitmask order = self.agents
             coalitions = torch.tensor([i["reward_coalitions"] for i in self.infos], dtype=torch.float32)
         return CreditBatch(team, removed, finished, gate_source, self.group_ids + group_offset, coalitions)
 
     def tokens_generated(self) -> int:
-        return sum(len(c.completion_ids) for t in self.turns for c in t.values()) + \
-            sum(len(c.completion_ids) for cf in self.cf_turns for c in cf)
+        return sum(len(c.completion_ids) for e in range(len(self)) for a in self.agents
+                   for c in self.agent_turns(e, a)) + sum(len(c.completion_ids) for cf in self.cf_turns for c in cf)
 
 
 def collect(envs: Sequence[Any], tasks: Sequence[Task], group_size: int, policy: Policy, sampling: SamplingConfig,
@@ -124,18 +138,27 @@ def collect(envs: Sequence[Any], tasks: Sequence[Task], group_size: int, policy:
     for e in range(E):
         envs[e].reset(options={"task": tasks[e // group_size]})
     pending: list[dict[int, Completion]] = [{} for _ in range(E)]
-    fed = [0] * E  # next turn index to feed (a Parallel-native env advances its cursor once per stage)
     finals: list[dict[str, Any] | None] = [None] * E
 
     def advance(e: int) -> None:
+        """Step env ``e`` as far as the generated turns allow. The env decides who acts (``agent_selection``): an
+        AEC-native env selects the current turn's agent; a Parallel-native env seen through ``parallel_to_aec``
+        cycles through every agent, and an agent outside the current stage sends ``""`` (ignored)."""
         env, ep = envs[e], raw[e].episode
-        while finals[e] is None and fed[e] in pending[e]:
-            env.step(action_of(pending[e][fed[e]]))
-            fed[e] = max(fed[e] + 1, ep.cursor)  # the env skips turns of worlds that ended
+        while finals[e] is None:
             if env.agents and all(env.terminations[a] or env.truncations[a] for a in env.agents):
                 finals[e] = dict(env.infos[env.agents[0]])
                 while env.agents:  # PettingZoo: dead agents step None until removed
                     env.step(None)
+                return
+            acting = {t.agent: ep.cursor + j for j, t in enumerate(ep.current_stage())}
+            agent = env.agent_selection
+            if agent not in acting:
+                env.step("")
+            elif acting[agent] in pending[e]:
+                env.step(action_of(pending[e][acting[agent]]))
+            else:
+                return  # its turn is not generated yet
 
     while any(f is None for f in finals):
         reqs: list[tuple[int, int, Request]] = []
@@ -143,10 +166,11 @@ def collect(envs: Sequence[Any], tasks: Sequence[Task], group_size: int, policy:
             if finals[e] is not None:
                 continue
             ep = raw[e].episode
-            for i in range(fed[e], len(ep.turns)):
+            for i in range(ep.cursor, len(ep.turns)):
                 if i not in pending[e] and ep.ready(i) and not ep.world_ended(ep.turns[i].removed, ep.turns[i].stage):
                     s = None if seed is None else request_seed(seed, e, i)
-                    reqs.append((e, i, Request(ep.turns[i].agent, raw[e].turn_text(i), s, ep.turns[i].removed)))
+                    reqs.append((e, i, Request(ep.turns[i].agent, raw[e].turn_text(i), s, ep.turns[i].removed,
+                                               ep.task.question)))
         if not reqs:
             raise RuntimeError("rollout stalled: no turn is ready; the topology's `sees` is inconsistent")
         outs = policy.generate([r for _, _, r in reqs], sampling)
@@ -155,15 +179,18 @@ def collect(envs: Sequence[Any], tasks: Sequence[Task], group_size: int, policy:
         for e in range(E):
             advance(e)
 
-    turns, cf, stage_texts = [], [], []
+    turns, earlier, cf, stage_texts = [], [], [], []
     for e in range(E):
         ep = raw[e].episode
-        turns.append({t.agent: pending[e][i] if i not in ep.skipped else skipped_completion(t.agent)
-                      for i, t in enumerate(ep.turns) if t.removed is None})
+        played = {i: pending[e][i] if i not in ep.skipped else skipped_completion(t.agent)
+                  for i, t in enumerate(ep.turns) if t.removed is None}
+        joint = {a: [played[i] for i, t in enumerate(ep.turns) if t.removed is None and t.agent == a] for a in agents}
+        turns.append({a: c[-1] for a, c in joint.items()})
+        earlier.append({a: c[:-1] for a, c in joint.items()})
         cf.append([pending[e][i] for i, t in enumerate(ep.turns) if t.removed is not None and i not in ep.skipped])
         first = [next(i for i, t in enumerate(ep.turns) if t.removed is None and t.stage == s)
                  for s in range(len(ep.topo.stages))]
         stage_texts.append([raw[e].turn_text(i) for i in first])
     group_ids = torch.arange(len(tasks)).repeat_interleave(group_size)
     return RolloutBatch(agents, [tasks[e // group_size] for e in range(E)], group_ids, turns,
-                        [f for f in finals if f is not None], stage_texts, cf)
+                        [f for f in finals if f is not None], stage_texts, cf, earlier)

@@ -20,7 +20,7 @@ from ccpo_agents.models import resolve_model
 from ccpo_agents.policy import SamplingConfig
 from ccpo_algos.advantage import AdvantageConfig
 from ccpo_algos.algorithms import ALGORITHMS
-from ccpo_algos.build import build_policy, env_kwargs, eval_env_pool, new_run_dir, task_source, warmup_schedule
+from ccpo_algos.build import build_policy, eval_env_pool, new_run_dir, task_source, warmup_schedule
 from ccpo_algos.checkpoint import (
     clean_partial_writes,
     latest_checkpoint,
@@ -79,11 +79,7 @@ def train(cfg: TrainConfig, policy: Any | None = None,
             adapters for the team's agents.
         on_step: called with ``(step, metrics)`` after each step is logged (e.g. an outer progress bar).
     """
-    cfg.validate()
-    import importlib
-
-    for mod in cfg.plugins:  # user modules that register task sources or envs
-        importlib.import_module(mod)
+    cfg.validate()  # imports cfg.plugins first
     algo = ALGORITHMS[cfg.algo]
     ctx = DistContext.from_env()
     if cfg.prompts_per_step % ctx.world:
@@ -101,10 +97,12 @@ def train(cfg: TrainConfig, policy: Any | None = None,
     eval_src = task_source(cfg, cfg.eval_split, cfg.eval_size)
     E = cfg.prompts_per_step // ctx.world * cfg.group_size  # this rank's episodes
     counterfactual = algo.needs_counterfactual or cfg.counterfactual_metrics
-    envs = [make(cfg.env, api="aec", source=train_src, **env_kwargs(cfg, counterfactual)) for _ in range(E)]
+    envs = [make(cfg.env, api="aec", source=train_src, **cfg.env_kwargs(counterfactual)) for _ in range(E)]
     eval_envs = eval_env_pool(cfg, eval_src, cfg.eval_size)
     agents = list(envs[0].unwrapped.possible_agents)
-    stage, gate = team_layout(envs[0].unwrapped.topology)
+    stage, gate = team_layout(envs[0].unwrapped.topology)  # each agent's first stage (critic columns)
+    used = sorted(set(stage.tolist()))  # the stages where some agent speaks first
+    dense = torch.tensor([used.index(s) for s in stage.tolist()])  # the advantage's stage layout: 0..S-1
     if algo.needs_coalitions and not envs[0].unwrapped.topology.independent:
         raise ValueError(f"--algo {cfg.algo} needs every coalition's outcome, which env {cfg.env} does not record "
                          "(its agents read each other's messages); use it on an independent team")
@@ -187,22 +185,20 @@ def train(cfg: TrainConfig, policy: Any | None = None,
             flat = team.values(critic_prompts(team, rb), cfg.micro_batch)  # (E·S,), with grad for the update
             stage_values = flat.view(len(rb), -1)
             values = stage_values.detach()[:, stage.tolist()]
-        adv, returns = algo.advantage(rewards.to(team.device), rb.group_ids.to(team.device), values, stage,
-                                      adv_cfg)  # (E, A); ``stage`` is layout (host ints)
+        adv, returns = algo.advantage(rewards.to(team.device), rb.group_ids.to(team.device), values, dense,
+                                      adv_cfg)  # (E, A); ``dense`` is layout (host ints)
 
         # UPDATE
         trained = roles_to_train(cfg, step, agents)
         for r in trained:
             j = agents.index(r)
-            metrics.update(update_role(team, r, optimizers[r], schedulers[r], [t[r] for t in rb.turns],
-                                       adv[:, j], cfg, loss_cfg, ctx))
+            metrics.update(update_role(team, r, optimizers[r], schedulers[r], rb, adv[:, j], cfg, loss_cfg, ctx))
         metrics["policy/engine_log_ratio"] = sum(metrics[f"policy/engine_log_ratio_{r}"] for r in trained) / len(trained)
         metrics["policy/engine_log_ratio_abs"] = sum(
             metrics[f"policy/engine_log_ratio_abs_{r}"] for r in trained) / len(trained)
-        if algo.needs_critic:
-            first = [stage.tolist().index(s) for s in range(stage_values.shape[1])]
-            target = returns[:, first].to(torch.float32)
-            vl = value_loss(stage_values, stage_values.detach(), target, cfg.value_clip)
+        if algo.needs_critic:  # value targets for the stages where some agent speaks first
+            target = returns[:, [dense.tolist().index(i) for i in range(len(used))]].to(torch.float32)
+            vl = value_loss(stage_values[:, used], stage_values.detach()[:, used], target, cfg.value_clip)
             optimizers[CRITIC].zero_grad(set_to_none=True)
             vl.backward()
             ctx.average_grads(team.trainable_parameters(CRITIC))

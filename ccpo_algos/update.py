@@ -32,16 +32,18 @@ def _pad(rows: list[list[float]], width: int, device: torch.device) -> torch.Ten
     return torch.tensor([r + [0.0] * (width - len(r)) for r in rows], dtype=torch.float32, device=device)
 
 
-def mini_batches(keep: list[int], group_size: int, prompts_per_mini_batch: int, n_episodes: int) -> list[list[int]]:
-    """Split episode indices into PPO mini-batches of whole prompt groups (episode ``e`` is in group
-    ``e // group_size``); ``prompts_per_mini_batch = 0``: one mini-batch. Always ``n_prompts / per`` mini-batches,
-    empty ones included, so that every data-parallel rank takes the same number of optimiser steps."""
+def mini_batches(keep: list[int], group_size: int, prompts_per_mini_batch: int, n_episodes: int,
+                 episode: list[int] | None = None) -> list[list[int]]:
+    """Split turn indices into PPO mini-batches of whole prompt groups (turn ``t`` belongs to episode
+    ``episode[t]``, default ``t``, which is in group ``episode // group_size``); ``prompts_per_mini_batch = 0``: one
+    mini-batch. Always ``n_prompts / per`` mini-batches, empty ones included, so that every data-parallel rank takes
+    the same number of optimiser steps."""
     if not prompts_per_mini_batch:
         return [keep]
     n = max(1, -(-n_episodes // (group_size * prompts_per_mini_batch)))
     out: list[list[int]] = [[] for _ in range(n)]
-    for e in keep:
-        out[e // group_size // prompts_per_mini_batch].append(e)
+    for t in keep:
+        out[(t if episode is None else episode[t]) // group_size // prompts_per_mini_batch].append(t)
     return out
 
 
@@ -59,9 +61,11 @@ def _trainer_logprobs(team: HFTeam, role: str, turns: list[Completion], idx: lis
 
 
 def policy_step(team: HFTeam, role: str, opt: torch.optim.Optimizer, turns: list[Completion], adv: torch.Tensor,
-                cfg: TrainConfig, loss_cfg: LossConfig, ctx: DistContext = SINGLE) -> dict[str, torch.Tensor]:
-    """The optimiser steps of ``role`` on its turns with per-turn advantages ``adv (E,)``: one per PPO mini-batch,
-    gradients averaged over data-parallel ranks and clipped. Every tensor lives on ``team.device``; metrics are
+                cfg: TrainConfig, loss_cfg: LossConfig, ctx: DistContext = SINGLE, episode: list[int] | None = None
+                ) -> dict[str, torch.Tensor]:
+    """The optimiser steps of ``role`` on its turns with per-episode advantages ``adv (E,)`` (turn ``t`` is trained
+    with ``adv[episode[t]]``; default: one turn per episode): one per PPO mini-batch, gradients averaged over
+    data-parallel ranks and clipped. Every tensor lives on ``team.device``; metrics are
     returned as 0-dim tensors (read once by the caller).
 
     π_old (``cfg.pi_old``): ``trainer`` = the trainer's log-probs before this step's first update (with one
@@ -71,8 +75,9 @@ def policy_step(team: HFTeam, role: str, opt: torch.optim.Optimizer, turns: list
     """
     dev = team.device
     keep = [e for e, c in enumerate(turns) if c.completion_ids]  # skipped / did-not-fit turns train nothing
+    episode = list(range(len(turns))) if episode is None else episode
     batches = mini_batches(keep, cfg.group_size, cfg.ppo_mini_batch // ctx.world if cfg.ppo_mini_batch else 0,
-                           len(turns))
+                           len(adv), episode)
     by_length = sorted(keep, key=lambda e: (len(turns[e].prompt_ids) + len(turns[e].completion_ids), e))
     before = _trainer_logprobs(team, role, turns, by_length, cfg) if len(batches) > 1 else None
     zero = torch.zeros((), device=dev)
@@ -95,7 +100,7 @@ def policy_step(team: HFTeam, role: str, opt: torch.optim.Optimizer, turns: list
             old = trainer_old if cfg.pi_old == "trainer" else engine
             ref = team.token_logprobs(role, prompts, comps, cfg.micro_batch, reference=True,
                                       temperature=cfg.temperature)[0] if loss_cfg.kl_coef > 0 else None
-            loss, m = policy_loss(lp, old, adv[mb].to(dev, torch.float32), mask, loss_cfg, ref)
+            loss, m = policy_loss(lp, old, adv[[episode[t] for t in mb]].to(dev, torch.float32), mask, loss_cfg, ref)
             per_turn = loss_cfg.kind == "gspo" or loss_cfg.agg == "seq-mean"  # micro-batch weight in the mean
             weight = len(mb) / len(batch) if per_turn else sum(len(c) for c in comps) / n_tokens
             (loss * weight).backward()
@@ -123,11 +128,13 @@ def policy_step(team: HFTeam, role: str, opt: torch.optim.Optimizer, turns: list
     return stats
 
 
-def update_role(team: HFTeam, role: str, opt: torch.optim.Optimizer, sched: Any, turns: list[Completion],
+def update_role(team: HFTeam, role: str, opt: torch.optim.Optimizer, sched: Any, rb: RolloutBatch,
                 adv: torch.Tensor, cfg: TrainConfig, loss_cfg: LossConfig, ctx: DistContext = SINGLE
                 ) -> dict[str, float]:
-    """:func:`policy_step`, then one scheduler step; returns the role's metrics as floats."""
-    st = {k: float(v) for k, v in policy_step(team, role, opt, turns, adv, cfg, loss_cfg, ctx).items()}
+    """:func:`policy_step` on every joint turn of ``role`` in ``rb`` (advantage ``adv (E,)`` per episode), then one
+    scheduler step; returns the role's metrics as floats."""
+    turns, episode = rb.role_turns(role)
+    st = {k: float(v) for k, v in policy_step(team, role, opt, turns, adv, cfg, loss_cfg, ctx, episode).items()}
     team.mark_updated(role)
     sched.step()
     return {f"losses/policy_{role}": st["loss"], f"policy/ratio_{role}": st["ratio"],

@@ -5,13 +5,14 @@ No torch here: ``import ccpo_envs`` works with only the core dependencies instal
 >>> import ccpo_envs
 >>> env = ccpo_envs.make("dyad_v0", source="arith_easy", size=10)   # AEC
 >>> par = ccpo_envs.make("vote_v0", n=3)                             # Parallel
+>>> deb = ccpo_envs.make("debate_v0", n=3, rounds=2)                 # Parallel, one round per step
 """
 
 from ccpo_envs.aggregate import Outcome, answer_of, group_answers, plurality
 from ccpo_envs.check import check_env
 from ccpo_envs.env import TeamAECEnv, TeamParallelEnv
 from ccpo_envs.episode import TRUNCATION_RULES, TruncatedMessage
-from ccpo_envs.registry import ENVS, make, register_env
+from ccpo_envs.registry import ENVS, TEAM_SETTINGS, make, register_env, resolve_source, without_removals
 from ccpo_envs.sources import (
     HUB_SPECS,
     RG_SETS,
@@ -26,7 +27,7 @@ from ccpo_envs.sources import (
     task_verifier,
 )
 from ccpo_envs.task import Task
-from ccpo_envs.topology import Topology, Turn, chain, downstream, dyad, turn_plan, vote
+from ccpo_envs.topology import Topology, Turn, chain, debate, downstream, downstream_slots, dyad, turn_plan, vote
 from ccpo_envs.verify import (
     ChoiceVerifier,
     MathVerifier,
@@ -43,6 +44,7 @@ __all__ = [
     "ENVS",
     "HUB_SPECS",
     "RG_SETS",
+    "TEAM_SETTINGS",
     "TRUNCATION_RULES",
     "ChoiceVerifier",
     "HubSource",
@@ -63,7 +65,9 @@ __all__ = [
     "answer_of",
     "chain",
     "check_env",
+    "debate",
     "downstream",
+    "downstream_slots",
     "dyad",
     "extract_answer",
     "extract_boxed",
@@ -75,9 +79,11 @@ __all__ = [
     "plurality",
     "register_env",
     "register_source",
+    "resolve_source",
     "safe_score",
     "split_of",
     "task_verifier",
     "turn_plan",
     "vote",
+    "without_removals",
 ]

@@ -35,14 +35,15 @@ key                         meaning
 ``reward_joint``            ``R_joint`` in [0, 1]
 ``reward_removed``          ``{k: R_¬k}`` for every removable agent (dyad: ``{"thinker_0": R_solo}``)
 ``team_answer_removed``     ``{k: team answer without k}``
-``answers``                 ``{agent: extracted answer or None}`` in the joint episode
+``answers``                 ``{agent: extracted answer or None}`` in the joint episode (from its last turn)
 ``correct``                 ``{agent: bool}``: that agent's own answer is correct
 ``answers_removed``         ``{k: {agent: answer}}`` in the world without ``k``
 ``tie``, ``votes``          vote only: tied plurality, group sizes
-``messages``                ``{agent: text}`` of the joint episode
-``messages_removed``        ``{k: {agent: text}}`` of the counterfactual re-runs
+``messages``                ``{agent: text}`` of the joint episode (an agent's last message)
+``messages_by_stage``       ``{agent: [text of each of its joint turns]}`` (several for a debater)
+``messages_removed``        ``{k: {agent: last text}}`` of the counterfactual re-runs
 ``truncation``              the env's truncation rule (``episode``, ``turn`` or ``off``)
-``truncated``               ``{agent: bool}``: its joint message was cut at the generation limit
+``truncated``               ``{agent: bool}``: one of its joint messages was cut at the generation limit
 ``truncated_removed``       ``{k: {agent: bool}}`` for the counterfactual re-runs
 ``skipped``                 agents whose joint turn was not played (their world had ended)
 ``reward_coalitions``       independent topologies (the vote) of at most 10 agents: ``v(S)`` of every
@@ -187,8 +188,9 @@ class _TeamBase:
             return None
         ep = self.episode
         lines = [f"[{ep.task.task_id}] {ep.task.question}"]
-        for (removed, agent), msg in ep.messages.items():
-            tag = f" (without {removed})" if removed else ""
+        multi = len(ep.topo.slots) > len(ep.topo.agents)  # someone speaks twice: say which stage
+        for (removed, agent, slot), msg in ep.messages.items():
+            tag = (f" (stage {slot})" if multi else "") + (f" (without {removed})" if removed else "")
             lines.append(f"--- {agent}{tag}:\n{msg}")
         text = "\n".join(lines)
         if self.render_mode == "human":

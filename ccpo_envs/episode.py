@@ -9,7 +9,7 @@ from typing import Any
 
 from ccpo_envs.aggregate import Outcome
 from ccpo_envs.task import Task
-from ccpo_envs.topology import Topology, Turn, downstream, turn_plan
+from ccpo_envs.topology import Topology, Turn, downstream, downstream_slots, turn_plan
 from ccpo_envs.verify import Verifier, safe_equivalent, safe_extract, safe_score_answer
 
 #: How a truncated turn (a message cut at the generation limit) counts. ``episode`` (default; the reference code's
@@ -17,6 +17,8 @@ from ccpo_envs.verify import Verifier, safe_equivalent, safe_extract, safe_score
 #: ``turn``: the episode goes on and scores as usual (algorithms zero only that agent's reward). ``off``: as ``turn``
 #: (algorithms keep the reward too; for debugging).
 TRUNCATION_RULES = ("episode", "turn", "off")
+#: A message's key: (world - ``None`` for the joint episode, else the removed agent -, agent, slot stage).
+Key = tuple[str | None, str, int]
 #: Coalition outcomes (2^A aggregations per episode) are recorded for independent teams up to this size.
 MAX_COALITION_AGENTS = 10
 
@@ -48,11 +50,12 @@ class Episode:
         self.truncation = truncation
         self.turns: tuple[Turn, ...] = turn_plan(topo)
         self.cursor = 0
-        self.messages: dict[tuple[str | None, str], str] = {}
-        self.truncated: set[tuple[str | None, str]] = set()  # message keys cut at the generation limit
+        # messages by key (world, agent, slot): world None is the joint episode, k the world without agent k
+        self.messages: dict[Key, str] = {}
+        self.truncated: set[Key] = set()  # message keys cut at the generation limit
         self.skipped: set[int] = set()  # turn indices not played: their world had ended (``episode`` rule)
-        self._down = {k: set(downstream(topo, k)) for k in topo.removable}
-        self._stage = {(t.removed, t.agent): t.stage for t in self.turns}
+        self._down = {k: set(downstream_slots(topo, k)) for k in topo.removable}
+        self._stage = {(t.removed, t.agent, t.slot): t.stage for t in self.turns}
         self._score_cache: dict[str, float] = {}
         self._same_cache: dict[frozenset[str], bool] = {}  # the vote regroups answers once per removed voter
 
@@ -87,7 +90,7 @@ class Episode:
     def record(self, text: str) -> None:
         """Record ``text`` as the current turn's message and advance (past turns of worlds that have ended)."""
         t = self.turns[self.cursor]
-        key = (t.removed, t.agent)
+        key = (t.removed, t.agent, t.slot)
         self.messages[key] = str(text)
         if isinstance(text, TruncatedMessage):
             self.truncated.add(key)
@@ -96,11 +99,16 @@ class Episode:
             self.skipped.add(self.cursor)
             self.cursor += 1
 
-    def _world_keys(self, removed: str | None) -> list[tuple[str | None, str]]:
+    def key(self, agent: str, slot: int, removed: str | None) -> Key:
+        """The key of ``agent``'s message at ``slot`` in the world without ``removed``: its re-run if that slot
+        depends on ``removed``, else the joint episode's."""
+        if removed is not None and (agent, slot) in self._down.get(removed, ()):
+            return (removed, agent, slot)
+        return (None, agent, slot)
+
+    def _world_keys(self, removed: str | None) -> list[Key]:
         """Keys of the messages that make up the world without ``removed`` (``None``: the joint episode)."""
-        if removed is None:
-            return [(None, a) for a in self.topo.agents]
-        return [(removed, a) if a in self._down[removed] else (None, a) for a in self.topo.agents if a != removed]
+        return [self.key(a, s, removed) for a, s in self.topo.slots if a != removed]
 
     def world_ended(self, removed: str | None, before_stage: float = float("inf")) -> bool:
         """Under the ``episode`` rule: whether a message of this world from a stage before ``before_stage`` was
@@ -110,31 +118,32 @@ class Episode:
         return any(k in self.truncated and self._stage[k] < before_stage for k in self._world_keys(removed))
 
     # ------------------------------------------------------------------------------------------------ views
+    def _seen_keys(self, turn: Turn) -> dict[str, Key]:
+        """``{agent: key}`` of the messages ``turn`` reads: of each agent it sees (but the removed one), the latest
+        message from a stage before the turn's slot."""
+        out = {}
+        for b in self.topo.sees.get(turn.agent, ()):
+            r = self.topo.read_slot(b, turn.slot)
+            if b != turn.removed and r is not None:
+                out[b] = self.key(b, r, turn.removed)
+        return out
+
     def ready(self, index: int) -> bool:
         """Whether turn ``index`` can be generated now: every message it reads already exists.
 
         Lets a rollout generate later turns early (the dyad's solo reasoner turn is ready from the start, so it
         joins the joint reasoner turns' generation batch).
         """
-        turn = self.turns[index]
-        return all(self.message(b, turn.removed) is not None
-                   for b in self.topo.sees.get(turn.agent, ()) if b != turn.removed)
+        return all(k in self.messages for k in self._seen_keys(self.turns[index]).values())
 
     def message(self, agent: str, removed: str | None) -> str | None:
-        """``agent``'s message in the world where ``removed`` is absent (re-run message if it was re-run)."""
-        if removed is not None and agent in self._down.get(removed, ()):
-            return self.messages.get((removed, agent))
-        return self.messages.get((None, agent))
+        """``agent``'s last message in the world where ``removed`` is absent (re-run message if it was re-run)."""
+        return self.messages.get(self.key(agent, self.topo.stages_of(agent)[-1], removed))
 
     def view(self, turn: Turn) -> str:
         """Observation text for ``turn``: the question plus the messages the agent sees in that world."""
-        visible = {}
-        for b in self.topo.sees.get(turn.agent, ()):
-            if b == turn.removed:
-                continue
-            msg = self.message(b, turn.removed)
-            if msg is not None:
-                visible[b] = msg[: self.max_message_chars]
+        visible = {b: self.messages[k][: self.max_message_chars]
+                   for b, k in self._seen_keys(turn).items() if k in self.messages}
         return self.topo.render(self.task.question, visible, self.topo.labels)
 
     # ---------------------------------------------------------------------------------------------- outcome
@@ -170,7 +179,8 @@ class Episode:
         out = [0.0] * (1 << len(agents))
         for mask in range(1, len(out)):
             members = [a for j, a in enumerate(agents) if mask >> j & 1]
-            if self.truncation == "episode" and any((None, a) in self.truncated for a in members):
+            if self.truncation == "episode" and any((None, a, s) in self.truncated for a, s in self.topo.slots
+                                                    if a in members):
                 continue
             out[mask] = self.topo.aggregator({a: answers[a] for a in members}, self._correct, self._same).reward
         return out
@@ -180,6 +190,7 @@ class Episode:
         assert self.done, "outcome() before the episode ended"
         answers = self._answers(None)
         joint = self._aggregate(None, answers)
+        downs = {k: downstream(self.topo, k) for k in self.topo.removable}
         removed_reward, removed_answer, removed_answers = {}, {}, {}
         for k in self.topo.removable:
             ans_k = self._answers(k)
@@ -198,12 +209,15 @@ class Episode:
             "answers_removed": removed_answers,
             "tie": joint.tie,
             "votes": joint.votes,
-            "messages": {a: self.messages.get((None, a), "") for a in self.topo.agents},
-            "messages_removed": {k: {a: self.messages.get((k, a), "") for a in self._down[k]}
-                                 for k in self.topo.removable},
+            "messages": {a: self.message(a, None) or "" for a in self.topo.agents},
+            "messages_by_stage": {a: [self.messages.get((None, a, s), "") for s in self.topo.stages_of(a)]
+                                  for a in self.topo.agents},
+            "messages_removed": {k: {a: self.message(a, k) or "" for a in down} for k, down in downs.items()},
             "truncation": self.truncation,
-            "truncated": {a: (None, a) in self.truncated for a in self.topo.agents},
-            "truncated_removed": {k: {a: (k, a) in self.truncated for a in self._down[k]} for k in self.topo.removable},
+            "truncated": {a: any((None, a, s) in self.truncated for s in self.topo.stages_of(a))
+                          for a in self.topo.agents},
+            "truncated_removed": {k: {a: any((k, a, s) in self.truncated for s in self.topo.stages_of(a)) for a in down}
+                                  for k, down in downs.items()},
             "skipped": [a for a in self.topo.agents if any(
                 i in self.skipped for i, t in enumerate(self.turns) if t.agent == a and t.removed is None)],
             **({"reward_coalitions": self.coalition_rewards(answers)}

@@ -6,6 +6,8 @@ SPEC's prompts (``DEFAULT_ROLE_PROMPTS``, the backends' defaults) and the releas
 
 from __future__ import annotations
 
+from typing import Any
+
 #: SPEC.md's role prompts (from the reference code), used verbatim by default.
 THINKER_PROMPT = (
     "You are a math expert specialized in solving mathematical problems, you need to teach a weaker agent with "
@@ -18,12 +20,18 @@ REASONER_PROMPT = (
     "You are a math expert tasked with solving problems step by step. Follow the provided instructions precisely, "
     "showing all reasoning and intermediate steps. Present the final answer within \\boxed{}."
 )
+DEBATER_PROMPT = (
+    "You are a math expert debating a problem with other agents. Solve it step by step. If other agents' answers are "
+    "shown, check their reasoning critically and keep or change your answer on the merits. Present the final answer "
+    "within \\boxed{}."
+)
 #: Default system prompt per role *kind* (the agent id without its ``_<n>`` suffix).
 DEFAULT_ROLE_PROMPTS: dict[str, str] = {
     "thinker": THINKER_PROMPT,
     "reasoner": REASONER_PROMPT,
     "voter": REASONER_PROMPT,
     "agent": REASONER_PROMPT,
+    "debater": DEBATER_PROMPT,
 }
 
 #: The released recipe's prompts (bhai114/ccpo ``CCPO/examples/gspo_trainer/two_model/prompt_templates.py``,
@@ -42,13 +50,32 @@ RELEASED_ROLE_PROMPTS: dict[str, str] = {
 RELEASED_ROLE_PROMPTS["voter"] = RELEASED_ROLE_PROMPTS["agent"] = RELEASED_ROLE_PROMPTS["reasoner/removed"]
 
 
-def team_role_prompts(template: str = "v1", first: str | None = None, others: str | None = None
+def team_role_prompts(topology: Any, template: str = "v1", first: str | None = None, others: str | None = None
                       ) -> dict[str, str | None]:
-    """The role prompts of a template (``v1``: SPEC's, ``v2``: the released recipe's), with optional overrides:
-    ``first`` for the agent that plans (the dyad's thinker), ``others`` for every agent that answers."""
+    """The system prompts of a team, keyed by role kind and agent id (exact ids win; see
+    :meth:`ccpo_agents.policy.ChatFormatter.system_prompt`).
+
+    In order: the template's prompts by kind (``v1``: SPEC's, ``v2``: the released recipe's), the topology's own
+    ``prompts``, the answering prompt (box the final answer) for any kind still without one, then the overrides:
+    ``first`` for each agent that only advises (it does not speak in the last stage: the dyad's thinker),
+    ``others`` for each agent that answers (it speaks in the last stage: reasoner, voters, debaters).
+    """
     p: dict[str, str | None] = dict(RELEASED_ROLE_PROMPTS if template == "v2" else DEFAULT_ROLE_PROMPTS)
-    if first is not None:
-        p["thinker"] = first
-    if others is not None:
-        p.update(reasoner=others, voter=others)
+    p.update(topology.prompts)
+    answering = p["reasoner/removed"] if template == "v2" else p["reasoner"]
+    for a in topology.agents:
+        kind = role_kind(a)
+        if a not in p and kind not in p:
+            p[kind] = answering
+    last = set(topology.stages[-1])
+    for a in topology.agents:
+        override = others if a in last else first
+        if override is not None:
+            p[a] = override
     return p
+
+
+def role_kind(agent: str) -> str:
+    """``thinker_0`` -> ``thinker`` (the agent id without a ``_<n>`` suffix)."""
+    head, _, tail = agent.rpartition("_")
+    return head if head and tail.isdigit() else agent

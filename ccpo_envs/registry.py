@@ -1,7 +1,9 @@
-"""Env construction: ``make(name, ...)`` and the PettingZoo-style modules ``dyad_v0`` / ``vote_v0``."""
+"""Env construction: ``make(name, ...)``, the registry of envs (``dyad_v0``, ``vote_v0``, ``debate_v0``, ``chain_v0``
+and plug-ins) and what the trainer needs to build a team from one."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import Any
 
@@ -9,8 +11,8 @@ from pettingzoo.utils import wrappers
 from pettingzoo.utils.conversions import parallel_to_aec, turn_based_aec_to_parallel
 
 from ccpo_envs.env import TeamAECEnv, TeamParallelEnv, TextActionWrapper
-from ccpo_envs.sources import TaskSource, make_source
-from ccpo_envs.topology import Topology, dyad, vote
+from ccpo_envs.sources import ListSource, TaskSource, make_source
+from ccpo_envs.topology import Topology, chain, debate, dyad, vote
 
 _ENV_KEYS = ("max_message_chars", "max_observation_chars", "max_action_chars", "render_mode", "truncation")
 
@@ -30,12 +32,15 @@ def _split_kwargs(kwargs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any
     return env_kw, kwargs
 
 
+def without_removals(topo: Topology) -> Topology:
+    """``topo`` with no counterfactual worlds (for algorithms that use none: no re-runs are generated)."""
+    return dataclasses.replace(topo, removable=())
+
+
 def dyad_topology(counterfactual: bool = True, labels: dict[str, str] | None = None, template: str = "v1"
                   ) -> Topology:
     topo = dyad(labels, template)
-    if not counterfactual:
-        topo = Topology(topo.name, topo.stages, topo.sees, topo.aggregator, (), topo.labels, topo.render)
-    return topo
+    return topo if counterfactual else without_removals(topo)
 
 
 def dyad_raw_env(counterfactual: bool = True, labels: dict[str, str] | None = None, template: str = "v1",
@@ -54,20 +59,52 @@ def dyad_raw_env(counterfactual: bool = True, labels: dict[str, str] | None = No
     return TeamAECEnv(dyad_topology(counterfactual, labels, template), resolve_source(**src_kw), **env_kw)
 
 
-def vote_parallel_env(n: int = 3, tie_rule: str = "expected", **kwargs: Any) -> TeamParallelEnv:
-    """The N-voter plurality vote, Parallel, unwrapped. Arguments as :func:`dyad_raw_env` plus ``n``, ``tie_rule``."""
+def vote_parallel_env(n: int = 3, tie_rule: str = "expected", counterfactual: bool = True, **kwargs: Any
+                      ) -> TeamParallelEnv:
+    """The N-voter plurality vote, Parallel, unwrapped. Arguments as :func:`dyad_raw_env` plus ``n``, ``tie_rule``;
+    ``counterfactual`` changes nothing (a voter's removal drops its vote: nothing is re-generated)."""
     env_kw, src_kw = _split_kwargs(kwargs)
     return TeamParallelEnv(vote(n, tie_rule), resolve_source(**src_kw), **env_kw)
+
+
+def debate_parallel_env(n: int = 3, rounds: int = 2, tie_rule: str = "expected", counterfactual: bool = True,
+                        **kwargs: Any) -> TeamParallelEnv:
+    """SPEC's multi-round debate (see :func:`~ccpo_envs.topology.debate`), Parallel (a round per step), unwrapped.
+
+    Args:
+        n: debaters. rounds: rounds (the last one's plurality is the team answer). tie_rule: as the vote's.
+        counterfactual: play the "debater k removed" re-runs (rounds after the first, without k).
+        **kwargs: as :func:`dyad_raw_env`.
+    """
+    env_kw, src_kw = _split_kwargs(kwargs)
+    topo = debate(n, rounds, tie_rule)
+    return TeamParallelEnv(topo if counterfactual else without_removals(topo), resolve_source(**src_kw), **env_kw)
+
+
+def chain_raw_env(n: int = 3, counterfactual: bool = True, **kwargs: Any) -> TeamAECEnv:
+    """A pipeline ``agent_0 -> ... -> agent_{n-1}`` (see :func:`~ccpo_envs.topology.chain`), AEC, unwrapped;
+    ``counterfactual``: re-run the agents after each removed one. Other arguments as :func:`dyad_raw_env`."""
+    env_kw, src_kw = _split_kwargs(kwargs)
+    topo = chain(n)
+    return TeamAECEnv(topo if counterfactual else without_removals(topo), resolve_source(**src_kw), **env_kw)
+
+
+#: Team settings of the trainer's config that a registered env may read (``settings=`` of :func:`register_env`):
+#: ``template`` (prompt template), ``n`` (team size, the config's ``n_voters``), ``tie_rule`` (plurality ties).
+TEAM_SETTINGS = ("template", "n", "tie_rule")
 
 
 class _EnvModule:
     """PettingZoo-style constructors for one registered env."""
 
-    def __init__(self, name: str, native: str, build: Callable[..., Any]):
-        self.name, self.native, self._build = name, native, build
+    def __init__(self, name: str, native: str, build: Callable[..., Any], settings: tuple[str, ...] = ()):
+        bad = [k for k in settings if k not in TEAM_SETTINGS]
+        if bad:
+            raise ValueError(f"{name}: unknown team settings {bad}; choose from {TEAM_SETTINGS}")
+        self.name, self.native, self._build, self.settings = name, native, build, tuple(settings)
 
     def raw_env(self, **kwargs: Any):
-        """The AEC env without wrappers (for the vote: PettingZoo's ``parallel_to_aec`` of the native env)."""
+        """The AEC env without wrappers (for a Parallel-native env: PettingZoo's ``parallel_to_aec`` of it)."""
         env = self._build(**kwargs)
         return env if self.native == "aec" else TextActionWrapper(parallel_to_aec(env))
 
@@ -78,24 +115,36 @@ class _EnvModule:
         return TextActionWrapper(parallel_to_aec(self._build(**kwargs)))
 
     def parallel_env(self, **kwargs: Any):
-        """The Parallel env (for the dyad: PettingZoo's ``turn_based_aec_to_parallel``)."""
+        """The Parallel env (for an AEC-native env: PettingZoo's ``turn_based_aec_to_parallel``)."""
         if self.native == "parallel":
             return self._build(**kwargs)
         return turn_based_aec_to_parallel(self.env(**kwargs))
 
 
 ENVS: dict[str, _EnvModule] = {
-    "dyad_v0": _EnvModule("dyad_v0", "aec", dyad_raw_env),
-    "vote_v0": _EnvModule("vote_v0", "parallel", vote_parallel_env),
+    "dyad_v0": _EnvModule("dyad_v0", "aec", dyad_raw_env, ("template",)),
+    "vote_v0": _EnvModule("vote_v0", "parallel", vote_parallel_env, ("n", "tie_rule")),
+    "debate_v0": _EnvModule("debate_v0", "parallel", debate_parallel_env, ("n", "tie_rule")),
+    "chain_v0": _EnvModule("chain_v0", "aec", chain_raw_env),
 }
 
 
-def register_env(name: str, native: str, build: Callable[..., Any]) -> None:
-    """Register a plug-in env: ``build(**kwargs)`` returns a native ``TeamAECEnv``/``TeamParallelEnv`` (or any
-    PettingZoo env); ``native`` is ``"aec"`` or ``"parallel"``."""
+def register_env(name: str, native: str, build: Callable[..., Any], settings: tuple[str, ...] = ()) -> None:
+    """Register a plug-in env.
+
+    Args:
+        name: the name ``make`` and ``ccpo train --env`` take.
+        native: ``"aec"`` or ``"parallel"``: the API ``build`` returns (the other is derived).
+        build: ``build(**kwargs)`` returns the native env. ``make`` accepts any PettingZoo env; the trainer needs
+            a team env (:class:`~ccpo_envs.TeamAECEnv` / :class:`~ccpo_envs.TeamParallelEnv`) and calls ``build``
+            with ``source=`` (a task source), ``truncation=`` and ``counterfactual=`` (whether the algorithm uses
+            the "agent removed" worlds; without them build the topology with :func:`without_removals`), the team
+            settings named in ``settings`` and the run's ``env_kwargs``.
+        settings: which of :data:`TEAM_SETTINGS` the builder takes from the trainer's config.
+    """
     if native not in ("aec", "parallel"):
         raise ValueError(f"native={native!r}: use 'aec' or 'parallel'")
-    ENVS[name] = _EnvModule(name, native, build)
+    ENVS[name] = _EnvModule(name, native, build, settings)
 
 
 def make(name: str, api: str | None = None, **kwargs: Any):
@@ -117,19 +166,22 @@ def make(name: str, api: str | None = None, **kwargs: Any):
     raise ValueError(f"api={api!r}: use 'aec', 'parallel' or None")
 
 
-#: The registered envs the trainer can build a team from, with the options below.
-TRAINABLE_ENVS = ("dyad_v0", "vote_v0")
+def team_env_options(name: str, *, counterfactual: bool, truncation: str, settings: dict[str, Any] | None = None,
+                     extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The options the trainer builds env ``name`` with: ``counterfactual``, ``truncation``, the team settings the
+    env reads (from ``settings``, keys of :data:`TEAM_SETTINGS`) and the run's own ``extra`` env options."""
+    spec = ENVS[name]
+    opts: dict[str, Any] = {"counterfactual": counterfactual, "truncation": truncation}
+    opts.update({k: v for k, v in (settings or {}).items() if k in spec.settings})
+    opts.update(extra or {})
+    return opts
 
 
-def team_env_options(name: str, *, counterfactual: bool, truncation: str, template: str = "v1", n: int = 3,
-                     tie_rule: str = "expected") -> dict[str, Any]:
-    """The constructor options of a trainable env, from settings common to all (the dyad reads ``counterfactual``
-    and ``template``; the vote ``n`` and ``tie_rule``; both ``truncation``)."""
-    if name == "dyad_v0":
-        return {"counterfactual": counterfactual, "truncation": truncation, "template": template}
-    return {"n": n, "tie_rule": tie_rule, "truncation": truncation}
-
-
-def team_agent_ids(name: str, n: int = 3) -> list[str]:
-    """``possible_agents`` of a trainable env without building one (no task source is loaded)."""
-    return list(dyad().agents if name == "dyad_v0" else vote(n).agents)
+def team_probe(name: str, **options: Any) -> Any:
+    """The native env ``name`` built on a one-task source (cheap: no task set is loaded); read its
+    ``possible_agents`` and ``topology``. Raises ``TypeError`` for an env the trainer cannot drive."""
+    env = ENVS[name]._build(source=ListSource([{"question": "1 + 1?", "answer": "2"}]), **options)
+    if not isinstance(env, (TeamAECEnv, TeamParallelEnv)):
+        raise TypeError(f"env {name!r} builds a {type(env).__name__}; the trainer needs a TeamAECEnv or "
+                        "TeamParallelEnv (a ccpo_envs.Topology played by the episode engine)")
+    return env

@@ -5,8 +5,13 @@ one counterfactual turn for each agent that (transitively) saw a removed agent's
 without it. Agents that never see each other (voting) need no counterfactual turns: ``R_¬k`` is the aggregate of
 the recorded answers without agent k's.
 
-The same engine runs the dyad (``thinker_0 -> reasoner_0``), voting (``voter_0..voter_{N-1}``) and any topology
-you define, e.g. a three-agent chain (see ``tests/test_topology_plugin.py``).
+An agent may speak in several stages (a debate's rounds): each of its turns writes one *slot* ``(agent, stage)``,
+and an agent at stage ``s`` reads, of every agent it ``sees``, that agent's latest message from a stage before ``s``.
+Removing agent ``k`` re-runs exactly the slots that read ``k`` (directly or through a re-run slot); ``k``'s own turns
+are not played in its absence, and slots that never read ``k`` are reused from the joint episode.
+
+The same engine runs the dyad (``thinker_0 -> reasoner_0``), voting (``voter_0..voter_{N-1}``), the multi-round debate
+and any topology you define, e.g. a three-agent chain (see ``tests/test_topology_plugin.py``).
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from ccpo_envs.aggregate import Aggregator, answer_of, plurality
+from ccpo_envs.prompts import DEBATER_PROMPT
 
 
 def default_render(question: str, visible: Mapping[str, str], labels: Mapping[str, str]) -> str:
@@ -54,12 +60,16 @@ class Topology:
 
     Attributes:
         name: short name (``dyad``, ``vote``, ...).
-        stages: agents grouped into stages; agents of one stage act simultaneously, stages run in order.
-        sees: ``agent -> agents whose messages it reads``; each must be in an earlier stage.
+        stages: agents grouped into stages; agents of one stage act simultaneously, stages run in order. An agent
+            may act in several stages (at most once per stage): one policy, all of its turns trained with its credit.
+        sees: ``agent -> agents whose messages it reads`` (at each of its turns, each seen agent's latest message
+            from an earlier stage); each seen agent must speak before the reader's last stage.
         aggregator: answers -> team outcome (see :mod:`ccpo_envs.aggregate`).
         removable: agents for which a counterfactual "agent removed" outcome is computed.
         labels: heading under which an agent's message is shown to others (default: the agent id).
         render: ``(question, visible messages, labels) -> observation text``.
+        prompts: system prompt per agent id or role kind (``debater`` for ``debater_0``); an agent with none gets
+            the answering prompt (box the final answer). See :func:`ccpo_envs.prompts.team_role_prompts`.
     """
 
     name: str
@@ -69,25 +79,41 @@ class Topology:
     removable: tuple[str, ...]
     labels: Mapping[str, str] = field(default_factory=dict)
     render: Callable[[str, Mapping[str, str], Mapping[str, str]], str] = default_render
+    prompts: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        order = [a for st in self.stages for a in st]
-        if len(set(order)) != len(order) or not order:
-            raise ValueError(f"{self.name}: stages must list each agent exactly once, got {self.stages}")
-        stage_of = {a: i for i, st in enumerate(self.stages) for a in st}
+        if not self.stages or any(not st or len(set(st)) != len(st) for st in self.stages):
+            raise ValueError(f"{self.name}: every stage must list at least one agent, each at most once per stage; "
+                             f"got {self.stages}")
+        first = {a: i for i, st in reversed(list(enumerate(self.stages))) for a in st}
+        last = {a: i for i, st in enumerate(self.stages) for a in st}
         for a, seen in self.sees.items():
-            if a not in stage_of:
+            if a not in first:
                 raise ValueError(f"{self.name}: sees names unknown agent {a!r}")
             for b in seen:
-                if b not in stage_of or stage_of[b] >= stage_of[a]:
+                if b not in first or first[b] >= last[a]:
                     raise ValueError(f"{self.name}: {a!r} can only see agents of earlier stages, not {b!r}")
-        bad = [k for k in self.removable if k not in stage_of]
+        bad = [k for k in self.removable if k not in first]
         if bad:
             raise ValueError(f"{self.name}: removable names unknown agents {bad}")
 
     @property
     def agents(self) -> tuple[str, ...]:
-        return tuple(a for st in self.stages for a in st)
+        """Each agent once, in order of first appearance."""
+        return tuple(dict.fromkeys(a for st in self.stages for a in st))
+
+    @property
+    def slots(self) -> tuple[tuple[str, int], ...]:
+        """Every ``(agent, stage)`` that writes a message, in speaking order."""
+        return tuple((a, s) for s, st in enumerate(self.stages) for a in st)
+
+    def stages_of(self, agent: str) -> tuple[int, ...]:
+        """The stages in which ``agent`` speaks."""
+        return tuple(s for s, st in enumerate(self.stages) if agent in st)
+
+    def read_slot(self, agent: str, before: int) -> int | None:
+        """The stage of ``agent``'s latest message before stage ``before`` (what a reader at ``before`` sees)."""
+        return next((s for s in reversed(self.stages_of(agent)) if s < before), None)
 
     @property
     def independent(self) -> bool:
@@ -98,30 +124,47 @@ class Topology:
 
 @dataclass(frozen=True)
 class Turn:
-    """One generation in an episode: ``agent`` speaks in the world where ``removed`` is absent (``None``: joint)."""
+    """One generation in an episode: ``agent`` speaks in the world where ``removed`` is absent (``None``: joint).
+
+    ``stage`` orders the episode's turns (turns of one stage act together); ``slot`` is the topology stage whose
+    message this turn writes (equal to ``stage`` for joint turns; a counterfactual re-run of that message otherwise).
+    """
 
     agent: str
     removed: str | None
     stage: int
+    slot: int
+
+
+def downstream_slots(topo: Topology, k: str) -> tuple[tuple[str, int], ...]:
+    """Slots ``(agent, stage)`` of other agents whose view depends on ``k``'s messages, directly or through other
+    such slots, in speaking order: what the world without ``k`` must re-run."""
+    hit: list[tuple[str, int]] = []
+    for a, s in topo.slots:
+        if a == k:
+            continue
+        for b in topo.sees.get(a, ()):
+            r = topo.read_slot(b, s)
+            if r is not None and (b == k or (b, r) in hit):
+                hit.append((a, s))
+                break
+    return tuple(hit)
 
 
 def downstream(topo: Topology, k: str) -> tuple[str, ...]:
-    """Agents whose view depends on ``k``'s message, directly or through others, in speaking order."""
-    hit: set[str] = set()
-    for a in topo.agents:
-        if any(b == k or b in hit for b in topo.sees.get(a, ())):
-            hit.add(a)
-    return tuple(a for a in topo.agents if a in hit)
+    """Agents with at least one turn that depends on ``k``'s messages, in order of first appearance."""
+    return tuple(dict.fromkeys(a for a, _ in downstream_slots(topo, k)))
 
 
 def turn_plan(topo: Topology) -> tuple[Turn, ...]:
-    """All turns of one episode: joint turns stage by stage, then each removable agent's counterfactual re-runs."""
-    stage_of = {a: i for i, st in enumerate(topo.stages) for a in st}
-    turns = [Turn(a, None, stage_of[a]) for a in topo.agents]
+    """All turns of one episode: joint turns stage by stage, then each removable agent's counterfactual re-runs
+    (one re-run stage per topology stage that has re-run slots)."""
+    turns = [Turn(a, None, s, s) for a, s in topo.slots]
     n = len(topo.stages)
     for k in topo.removable:
-        for j, a in enumerate(downstream(topo, k)):
-            turns.append(Turn(a, k, n))
+        slots = downstream_slots(topo, k)
+        for s in sorted({s for _, s in slots}):
+            turns += [Turn(a, k, n, s) for a, t in slots if t == s]
             n += 1
     return tuple(turns)
 
@@ -167,3 +210,17 @@ def chain(n: int = 3) -> Topology:
         removable=tuple(agents[:-1]),
         labels={a: f"Message from {a}" for a in agents},
     )
+
+
+def debate(n: int = 3, rounds: int = 2, tie_rule: str = "expected") -> Topology:
+    """SPEC's multi-round debate: ``debater_0..debater_{n-1}`` answer in round 1; in each later round every debater
+    reads the other debaters' previous-round answers and answers again; the team answer is the plurality of the
+    final round (the vote's tie rules). Removing debater ``k`` re-runs the rounds after the first without ``k``
+    (round-1 answers are reused: they read no one)."""
+    if n < 1 or rounds < 1:
+        raise ValueError(f"debate needs n >= 1 debaters and rounds >= 1, got n={n}, rounds={rounds}")
+    debaters = tuple(f"debater_{i}" for i in range(n))
+    sees = {d: tuple(o for o in debaters if o != d) for d in debaters} if rounds > 1 and n > 1 else {}
+    return Topology(name="debate", stages=(debaters,) * rounds, sees=sees, aggregator=plurality(tie_rule),
+                    removable=debaters, labels={d: f"Answer of {d}" for d in debaters},
+                    prompts={"debater": DEBATER_PROMPT})

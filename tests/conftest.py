@@ -32,8 +32,9 @@ def tiny_model(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def vllm_engine(tiny_model):
-    """One real vLLM engine (CPU) for the whole session, serving adapters for the dyad's and the vote's agents."""
+    """One real vLLM engine (CPU) for the whole session, serving adapters for the agents of every shipped env."""
     from ccpo_agents.vllm_backend import VLLMPolicy
 
-    roles = ["thinker_0", "reasoner_0", "voter_0", "voter_1", "voter_2"]
+    roles = ["thinker_0", "reasoner_0", "voter_0", "voter_1", "voter_2", "debater_0", "debater_1", "debater_2",
+             "agent_0", "agent_1", "agent_2", "proposer_0", "reviewer_0"]  # the last two: the README's topology
     return VLLMPolicy(tiny_model, roles, max_model_len=768, max_lora_rank=8, seed=0)

@@ -64,7 +64,10 @@ def test_registering_a_plugin_env_makes_it_constructible():
 def test_topology_validation_names_the_problem():
     with pytest.raises(ValueError, match="earlier stages"):
         Topology("bad", (("a",), ("b",)), {"a": ("b",)}, answer_of("b"), ())
-    with pytest.raises(ValueError, match="exactly once"):
-        Topology("bad", (("a",), ("a",)), {}, answer_of("a"), ())
+    with pytest.raises(ValueError, match="at most once per stage"):
+        Topology("bad", (("a", "a"),), {}, answer_of("a"), ())
+    with pytest.raises(ValueError, match="earlier stages"):  # b speaks only in a's last stage: a never reads it
+        Topology("bad", (("a",), ("a", "b")), {"a": ("b",)}, answer_of("a"), ())
+    Topology("ok", (("a",), ("a",)), {"a": ("a",)}, answer_of("a"), ())  # an agent may speak in several stages
     with pytest.raises(ValueError, match="removable"):
         Topology("bad", (("a",),), {}, answer_of("a"), ("z",))

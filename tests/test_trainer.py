@@ -19,6 +19,7 @@ from ccpo_agents.hf_backend import HFTeam, LoraSpec
 from ccpo_agents.policy import SamplingConfig
 from ccpo_agents.scripted import ConstantPolicy, IgnoresTeammatePolicy, OraclePolicy, PerRolePolicy
 from ccpo_algos.algorithms import ALGORITHMS
+from ccpo_algos.build import team_agents
 from ccpo_algos.checkpoint import latest_checkpoint
 from ccpo_algos.config import preset
 from ccpo_algos.credit import CreditConfig
@@ -32,7 +33,7 @@ from ccpo_algos.update import mini_batches
 import parity_plugin  # noqa: F401,E402 - registers the parity_stub task source
 from procs import alive as _alive, descendants as _descendants  # noqa: E402
 
-CASES = [(algo, env) for algo in ("ccpo", "grpo", "mappo") for env in ("dyad_v0", "vote_v0")] + [
+CASES = [(algo, env) for algo in ("ccpo", "grpo", "mappo") for env in sorted(ccpo_envs.ENVS)] + [
     ("magrpo", "vote_v0"), ("rae", "dyad_v0"), ("shapley", "vote_v0")]  # peers' rows (SPEC "More credit methods")
 
 
@@ -58,7 +59,7 @@ def test_every_algorithm_and_topology_trains_two_steps(algo, env, tiny_model, vl
     run = train(cfg, policy=vllm_engine)
     rows = read_metrics(run)
     assert [r["step"] for r in rows] == [1, 2]
-    agents = ["thinker_0", "reasoner_0"] if env == "dyad_v0" else ["voter_0", "voter_1", "voter_2"]
+    agents = team_agents(cfg)
     for r in rows:
         losses = {k: v for k, v in r.items() if k.startswith("losses/")}
         assert len(losses) == len(agents) + (algo == "mappo")
@@ -203,7 +204,11 @@ def test_bad_config_fails_before_any_model_loads(tmp_path):
                     ({"ppo_mini_batch": 3, "prompts_per_step": 8}, "ppo_mini_batch"), ({"cf_lambda": -1.0}, "cf_lambda"),
                     ({"finetune": "full", "backend": "server"}, "backend=vllm"),
                     ({"task_path": "x.jsonl"}, "drop --task-path"), ({"task": "no_such_task"}, "unknown task source"),
-                    ({"algo": "shapley", "env": "dyad_v0"}, "coalition")]:
+                    ({"algo": "shapley", "env": "dyad_v0"}, "coalition"),
+                    ({"env": "no_such_env"}, "not registered.*debate_v0"), ({"env_options": ("rounds",)}, "KEY=VALUE"),
+                    ({"env": "debate_v0", "env_options": ("rounds=0",)}, "rounds >= 1"),
+                    ({"env": "chain_v0", "env_options": ("colour=3",)}, "colour"),
+                    ({"plugins": ("no_such_plugin_module",)}, "cannot import")]:
         with pytest.raises(ValueError, match=msg):
             train(preset(None, out_dir=str(tmp_path), **kw))
     assert time.monotonic() - t0 < 5
