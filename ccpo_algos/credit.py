@@ -9,7 +9,9 @@ Signals (SPEC.md, "Credit"):
 * difference: ``Δ_k = R_joint − R_¬k``;
 * CCPO v1 (arXiv 2603.21563, reference code ``leave_one_out_rema.py`` + ``historical_normalizer.py``):
   removable agents get ``tanh(α·(Δ_k − μ_Δk)/(σ_Δk + ε))``; a gated agent ``j`` (the dyad's reasoner, gated on the
-  thinker ``k``) gets ``g·z(R_joint) + (1−g)·z(R_¬k)`` with ``g = sigmoid(η·μ_Δk/(σ_Δk + ε))``; statistics are
+  thinker ``k``) gets ``g·z(R_joint) + (1−g)·z(R_¬k)`` with ``g = sigmoid(η·μ_Δk/(σ_Δk + ε))``; an agent
+  downstream of several removable agents ``K_j`` (a chain's last agent) gets the mean of that mix over ``k ∈ K_j``
+  (SPEC's formula for each teammate it depends on; one teammate: SPEC's reasoner exactly); statistics are
   EMAs kept across steps, applied *before* being updated with this batch; the very first step passes raw values.
 * ablations: ``no_history`` (two-player Shapley split, no running statistics) and ``no_gate`` (``g = 1``);
 * team (MAPPO's terminal reward): ``R_joint`` in every column, never an average of per-agent masked rewards;
@@ -41,8 +43,10 @@ class CreditBatch:
         team_reward: ``(E,)`` ``R_joint``.
         removed_reward: ``(E, A)`` ``R_¬k`` for removable agents, NaN for agents without a counterfactual.
         finished: ``(E, A)`` bool, whether the agent's turn ended normally (not truncated).
-        gate_source: ``(A,)`` long: for a gated agent, the index of the removable agent whose Δ statistics gate
-            it (dyad reasoner -> thinker); -1 otherwise.
+        gate_source: which removable agents' Δ statistics gate each non-removable agent: ``(A, A)`` bool,
+            ``[j, k]`` true when agent ``j`` reads removable agent ``k`` (directly or through others; see
+            ``ccpo_algos.rollout.team_layout``), or the one-source form ``(A,)`` long (index of that agent or -1;
+            dyad: reasoner -> thinker).
         group_ids: ``(E,)`` prompt group of each episode (globally unique across data-parallel ranks), or ``None``
             (every episode its own group). Used by credit rules with per-prompt baselines (``ccpo_v2``).
         coalition_reward: ``(E, 2^A)`` ``v(S)`` of every coalition by bitmask over the agents (``v(∅) = 0``), where
@@ -65,6 +69,21 @@ class CreditBatch:
         """``(E, A)`` ``Δ_k = R_joint − R_¬k`` (0 for agents without a counterfactual)."""
         d = self.team_reward[:, None] - self.removed_reward
         return torch.nan_to_num(d, nan=0.0)
+
+    def gate_weights(self) -> Tensor:
+        """``(A, A)`` float64: row ``j`` of a gated agent (not removable, at least one removable source) spreads
+        weight ``1/|K_j|`` over its sources ``K_j``; other rows are 0."""
+        A = self.removed_reward.shape[1]
+        g = self.gate_source
+        if g.dim() == 1:
+            m = torch.zeros(A, A, dtype=torch.bool, device=g.device)
+            rows = torch.nonzero(g >= 0).flatten()
+            m[rows, g[rows]] = True
+        else:
+            m = g.to(torch.bool)
+        m = m & self.removable[None, :] & ~self.removable[:, None]
+        w = m.to(torch.float64)
+        return w / w.sum(dim=1, keepdim=True).clamp_min(1.0)
 
 
 @dataclass(frozen=True)
@@ -206,7 +225,7 @@ def _ccpo(batch: CreditBatch, state: EmaState | None, cfg: CreditConfig, gate: b
     state = state if state is not None else EmaState.zeros(2 * A + 1)
     if state.mean.shape[0] != 2 * A + 1:
         raise ValueError(f"CCPO state tracks {state.mean.shape[0]} signals; a {A}-agent team needs {2 * A + 1}")
-    removable, src = batch.removable, batch.gate_source
+    removable = batch.removable
     team = batch.team_reward.to(torch.float64)
     if state.count == 0 or state.seen < cfg.min_samples:
         # No statistics yet (first step, or fewer than min_samples values seen): removable agents get raw Δ,
@@ -217,14 +236,15 @@ def _ccpo(batch: CreditBatch, state: EmaState | None, cfg: CreditConfig, gate: b
         z_delta, z_joint, z_removed = z[:, :A], z[:, A], z[:, A + 1:]
         r = team[:, None].expand(E, A).clone()
         r = torch.where(removable[None, :], torch.tanh(cfg.alpha * z_delta), r)
-        gated = (src >= 0) & ~removable
+        w = batch.gate_weights().to(r.device)  # (A, A): gated agent j -> its sources k
+        gated = w.sum(dim=1) > 0
         if gated.any():
-            k = src.clamp_min(0)
-            mu_d, sd_d = state.mean[:A][k], state.sigma()[:A][k]  # (A,) gate source's Δ statistics
+            mu_d, sd_d = state.mean[:A], state.sigma()[:A]  # (A,) every agent's Δ statistics (sources read theirs)
             g = torch.sigmoid((cfg.eta * mu_d / (sd_d + cfg.eps)).clamp(-cfg.gate_clip, cfg.gate_clip))
             if not gate:
                 g = torch.ones_like(g)
-            mixed = g[None, :] * z_joint[:, None] + (1 - g[None, :]) * z_removed[:, k]
+            # mean over sources k of g_k·z(R_joint) + (1 − g_k)·z(R_¬k)
+            mixed = z_joint[:, None] * (w @ g)[None, :] + (torch.nan_to_num(z_removed, nan=0.0) * (1 - g)[None, :]) @ w.T
             r = torch.where(gated[None, :], mixed, r)
     new_state = ema_update(state, sig, cfg.decay)  # then update with this batch's raw values
     return _mask(r, batch, cfg), new_state
@@ -243,18 +263,18 @@ def ccpo_no_gate_credit(batch: CreditBatch, state: EmaState | None, cfg: CreditC
 def shapley_credit(batch: CreditBatch, state: EmaState | None, cfg: CreditConfig) -> tuple[Tensor, EmaState | None]:
     """Ablation "no history": the two-player Shapley split, no running statistics.
 
-    Removable agent: ``0.5·(R_joint − R_¬k)``; gated agent: ``0.5·R_¬k + 0.5·R_joint``; others: ``R_joint``.
-    For the dyad the two shares sum to ``R_joint``.
+    Removable agent: ``0.5·(R_joint − R_¬k)``; gated agent: ``0.5·R_¬k + 0.5·R_joint`` (the mean over its
+    sources ``k``); others: ``R_joint``. For the dyad the two shares sum to ``R_joint``.
     """
     E, A = batch.removed_reward.shape
     team = batch.team_reward.to(torch.float64)
     removed = torch.nan_to_num(batch.removed_reward, nan=0.0).to(torch.float64)
     r = team[:, None].expand(E, A).clone()
     r = torch.where(batch.removable[None, :], 0.5 * batch.delta().to(torch.float64), r)
-    src = batch.gate_source
-    gated = (src >= 0) & ~batch.removable
+    w = batch.gate_weights().to(r.device)
+    gated = w.sum(dim=1) > 0
     if gated.any():
-        r = torch.where(gated[None, :], 0.5 * removed[:, src.clamp_min(0)] + 0.5 * team[:, None], r)
+        r = torch.where(gated[None, :], 0.5 * removed @ w.T + 0.5 * team[:, None], r)
     return _mask(r, batch, cfg), state
 
 

@@ -43,20 +43,17 @@ def request_seed(*parts: Any) -> int:
 
 
 def team_layout(topo: Topology) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(stage (A,), gate_source (A,))``: each agent's first stage, and for a non-removable agent downstream of a
-    removable one, that agent's index (its gate; dyad: reasoner -> thinker), else -1."""
+    """``(stage (A,), gates (A, A))``: each agent's first stage, and ``gates[j, k]`` = agent ``j`` is not removable
+    and reads removable agent ``k``'s messages, directly or through others (CCPO gates ``j`` on ``k``'s Δ
+    statistics; dyad: reasoner -> thinker; a chain's last agent: every earlier agent)."""
     agents = list(topo.agents)
     stage = [topo.stages_of(a)[0] for a in agents]
-    gate = []
-    for a in agents:
-        src = -1
-        if a not in topo.removable:
-            for k in topo.removable:
-                if a in downstream(topo, k):
-                    src = agents.index(k)
-                    break
-        gate.append(src)
-    return torch.tensor(stage), torch.tensor(gate)
+    gates = torch.zeros(len(agents), len(agents), dtype=torch.bool)
+    for k in topo.removable:
+        for a in downstream(topo, k):
+            if a not in topo.removable:
+                gates[agents.index(a), agents.index(k)] = True
+    return torch.tensor(stage), gates
 
 
 @dataclass

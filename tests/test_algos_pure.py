@@ -435,3 +435,58 @@ def test_shapley_of_a_one_removal_team_is_the_difference_split():
                     torch.tensor([-1, -1]), None, v)
     phi, _ = exact_shapley_credit(b, None, CreditConfig())
     assert phi[0].tolist() == pytest.approx([0.5 * 1.0 + 0.5 * 0.5, 0.5 * 0.0 + 0.5 * -0.5])
+
+
+def _ccpo_gate_loop(team, removed, gates, state, cfg):
+    """SPEC's gated reward written as a plain loop for any topology: agent j, gated on removable sources K_j, gets
+    the mean over k in K_j of g_k·z(R_joint) + (1 − g_k)·z(R_¬k), g_k = sigmoid(clip(η·μ_Δk/(σ_Δk + ε), ±20))."""
+    A = len(removed[0])
+    mu, m2 = state.mean.tolist(), state.m2.tolist()
+    sd = [math.sqrt(v) if v > 1e-6 else 1.0 for v in m2]
+    out = {}
+    for j in range(A):
+        ks = [k for k in range(A) if gates[j][k]]
+        if not ks:
+            continue
+        for e in range(len(team)):
+            z_j = (team[e] - mu[A]) / (sd[A] + cfg.eps)
+            total = 0.0
+            for k in ks:
+                g = 1 / (1 + math.exp(-max(-20.0, min(20.0, cfg.eta * mu[k] / (sd[k] + cfg.eps)))))
+                z_k = (removed[e][k] - mu[A + 1 + k]) / (sd[A + 1 + k] + cfg.eps)
+                total += g * z_j + (1 - g) * z_k
+            out[(e, j)] = total / len(ks)
+    return out
+
+
+@given(st.integers(1, 12), st.integers(1, 12), st.randoms(use_true_random=False))
+def test_chain_gate_equals_the_loop_over_every_upstream_agent(e1, e2, rnd):
+    """A chain's last agent reads agent_0 and agent_1 (both removable): it is gated on both, not on the first only."""
+    from ccpo_algos.rollout import team_layout
+    from ccpo_envs import chain
+
+    _, gates = team_layout(chain(3))
+    assert gates.tolist() == [[False] * 3, [False] * 3, [True, True, False]]
+
+    def batch(e):
+        team = torch.tensor([float(rnd.random() < 0.5) for _ in range(e)])
+        removed = torch.tensor([[float(rnd.random() < 0.5), float(rnd.random() < 0.5), NAN] for _ in range(e)])
+        return CreditBatch(team, removed, torch.ones(e, 3, dtype=torch.bool), gates)
+
+    _, s1 = ccpo_credit(batch(e1), None, CFG)
+    b2 = batch(e2)
+    r, _ = ccpo_credit(b2, s1, CFG)
+    ref = _ccpo_gate_loop(b2.team_reward.tolist(), b2.removed_reward.tolist(), gates.tolist(), s1, CFG)
+    for (e, j), v in ref.items():
+        assert math.isclose(r[e, j].item(), v, rel_tol=1e-9, abs_tol=1e-9)
+    # one source: the matrix form and the dyad's index form are the same gate
+    dyad = CreditBatch(b2.team_reward, b2.removed_reward[:, [0, 2]], torch.ones(e2, 2, dtype=torch.bool),
+                       torch.tensor([-1, 0]))
+    dyad_m = CreditBatch(dyad.team_reward, dyad.removed_reward, dyad.finished, torch.tensor([[False, False],
+                                                                                             [True, False]]))
+    s = EmaState(s1.mean[[0, 2, 3, 4, 6]], s1.m2[[0, 2, 3, 4, 6]], s1.count, s1.seen)
+    assert torch.equal(ccpo_credit(dyad, s, CFG)[0], ccpo_credit(dyad_m, s, CFG)[0])
+    # no history: the gated agent's share is the mean over its sources of 0.5·R_¬k + 0.5·R_joint
+    r0, _ = shapley_credit(b2, None, CFG)
+    expect = 0.5 * b2.removed_reward[:, :2].double().mean(dim=1) + 0.5 * b2.team_reward.double()
+    assert torch.allclose(r0[:, 2], expect)
