@@ -7,6 +7,7 @@ returns (E, A) | None)`` so that algorithms are rows of one table.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -133,3 +134,18 @@ def mappo_advantage(rewards: Tensor, group_ids: Tensor, values: Tensor | None, s
     if cfg.normalize_batch and E > 1:  # per agent column
         adv = (adv - adv.mean(dim=0, keepdim=True)) / (adv.std(dim=0, keepdim=True) + cfg.eps)
     return adv, ret
+
+
+def per_turn(fn: Callable[..., tuple[Tensor, Tensor | None]]) -> Callable[..., tuple[Tensor, None]]:
+    """An advantage for per-turn rewards ``(E, A, T)`` (:mod:`ccpo_algos.turn_credit`): ``fn`` on each turn index
+    separately, so GRPO's groups are (prompt, turn, agent) - AT-GRPO's grouping. Returns ``((E, A, T), None)``."""
+
+    def advantage(rewards: Tensor, group_ids: Tensor, values: Tensor | None, stage: Tensor,
+                  cfg: AdvantageConfig) -> tuple[Tensor, None]:
+        if rewards.dim() != 3:
+            raise ValueError(f"per-turn advantage needs (E, A, T) rewards, got shape {tuple(rewards.shape)}")
+        return torch.stack([fn(rewards[:, :, t], group_ids, values, stage, cfg)[0]
+                            for t in range(rewards.shape[2])], dim=2), None
+
+    advantage.__name__ = f"per_turn_{fn.__name__}"
+    return advantage

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from ccpo_algos import advantage as adv
 from ccpo_algos import credit as cr
+from ccpo_algos import turn_credit as tc
 
 
 @dataclass(frozen=True)
@@ -17,7 +18,8 @@ class Algorithm:
     """One row of the table.
 
     Attributes:
-        credit: ``(CreditBatch, state, CreditConfig) -> (rewards (E, A), state)``.
+        credit: ``(CreditBatch, state, CreditConfig) -> (rewards (E, A), state)``; per-turn rules return
+            ``(E, A, T)`` (one reward per turn of each agent) and pair with :func:`~ccpo_algos.advantage.per_turn`.
         advantage: ``(rewards, group_ids, values, stage, AdvantageConfig) -> (advantages, returns)``.
         needs_critic: trains a centralised value function (MAPPO).
         needs_counterfactual: rollouts must play the "agent removed" episodes (the dyad's solo reasoner).
@@ -47,6 +49,9 @@ ALGORITHMS: dict[str, Algorithm] = {
     # exact Shapley values over all coalitions, from the recorded answers of an independent team (the vote)
     "shapley": Algorithm(cr.exact_shapley_credit, adv.grpo_advantage, needs_critic=False, needs_counterfactual=False,
                          needs_coalitions=True),
+    # multi-round topologies (the debate): each turn its own reward, GRPO groups per (prompt, turn, agent)
+    "marti_margin": Algorithm(tc.marti_margin_credit, adv.per_turn(adv.grpo_advantage), False, False),
+    "at_grpo": Algorithm(tc.at_grpo_credit, adv.per_turn(adv.grpo_advantage), False, False),
     # ablations
     "ccpo_no_history": Algorithm(cr.shapley_credit, adv.grpo_advantage, False, True),
     "ccpo_no_gate": Algorithm(cr.ccpo_no_gate_credit, adv.grpo_advantage, False, True),

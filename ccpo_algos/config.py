@@ -84,7 +84,8 @@ class TrainConfig:
     # --- algorithm
     algo: str = "ccpo"
     """Algorithm: a key of ``ccpo_algos.ALGORITHMS`` (ccpo, ccpo_v2 = the released recipe, grpo, mappo,
-    magrpo, rae, ccpo_no_history, ccpo_no_gate, difference)."""
+    magrpo, rae, shapley, marti_margin and at_grpo for multi-round topologies, ccpo_no_history, ccpo_no_gate,
+    difference)."""
     prompts_per_step: int = 8
     """Prompts per step (B)."""
     group_size: int = 4

@@ -51,6 +51,9 @@ class CreditBatch:
             (every episode its own group). Used by credit rules with per-prompt baselines (``ccpo_v2``).
         coalition_reward: ``(E, 2^A)`` ``v(S)`` of every coalition by bitmask over the agents (``v(∅) = 0``), where
             the env records it (independent teams: the vote); ``None`` otherwise. Used by exact Shapley credit.
+        turn_reward: ``(E, A, T)`` the verifier's score of each agent's answer at each of its joint turns (``t``-th
+            turn of that agent; NaN where it has fewer than ``T``), or ``None``. Used by per-turn rules
+            (:mod:`ccpo_algos.turn_credit`).
     """
 
     team_reward: Tensor
@@ -59,6 +62,7 @@ class CreditBatch:
     gate_source: Tensor
     group_ids: Tensor | None = None
     coalition_reward: Tensor | None = None
+    turn_reward: Tensor | None = None
 
     @property
     def removable(self) -> Tensor:

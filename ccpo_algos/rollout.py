@@ -88,11 +88,12 @@ class RolloutBatch:
         """Every joint turn of ``agent`` in episode ``e``, in speaking order."""
         return (self.earlier[e].get(agent, []) if self.earlier else []) + [self.turns[e][agent]]
 
-    def role_turns(self, agent: str) -> tuple[list[Completion], list[int]]:
-        """``(turns, episode)``: every joint turn of ``agent`` over the batch and the episode index of each (the
-        row of the agent's advantage it is trained with)."""
-        pairs = [(c, e) for e in range(len(self)) for c in self.agent_turns(e, agent)]
-        return [c for c, _ in pairs], [e for _, e in pairs]
+    def role_turns(self, agent: str) -> tuple[list[Completion], list[int], list[int]]:
+        """``(turns, episode, index)``: every joint turn of ``agent`` over the batch, the episode of each and its
+        index among the agent's turns in that episode (where its advantage is read: ``adv[episode]`` or, for
+        per-turn rules, ``adv[episode, index]``)."""
+        rows = [(c, e, t) for e in range(len(self)) for t, c in enumerate(self.agent_turns(e, agent))]
+        return [c for c, _, _ in rows], [e for _, e, _ in rows], [t for _, _, t in rows]
 
     def credit_batch(self, gate_source: torch.Tensor, group_offset: int = 0) -> CreditBatch:
         """The credit inputs of this batch; ``group_offset`` makes group ids unique across data-parallel ranks."""
@@ -107,7 +108,15 @@ class RolloutBatch:
         coalitions = None
         if self.infos and all("reward_coalitions" in i for i in self.infos):  # bitmask order = self.agents
             coalitions = torch.tensor([i["reward_coalitions"] for i in self.infos], dtype=torch.float32)
-        return CreditBatch(team, removed, finished, gate_source, self.group_ids + group_offset, coalitions)
+        per_turn = None
+        if self.infos and all("score_by_stage" in i for i in self.infos):
+            T = max(len(s) for i in self.infos for s in i["score_by_stage"].values())
+            per_turn = torch.full((E, A, T), float("nan"))  # (E, A, T)
+            for e, info in enumerate(self.infos):
+                for j, a in enumerate(self.agents):
+                    scores = info["score_by_stage"][a]
+                    per_turn[e, j, :len(scores)] = torch.tensor(scores, dtype=torch.float32)
+        return CreditBatch(team, removed, finished, gate_source, self.group_ids + group_offset, coalitions, per_turn)
 
     def tokens_generated(self) -> int:
         return sum(len(c.completion_ids) for e in range(len(self)) for a in self.agents

@@ -171,12 +171,13 @@ def train(cfg: TrainConfig, policy: Any | None = None,
         local = rb.credit_batch(gate, group_offset=ctx.rank * len(tasks))  # group ids unique across ranks
         global_batch = CreditBatch(ctx.gather_rows(local.team_reward), ctx.gather_rows(local.removed_reward),
                                    ctx.gather_rows(local.finished), gate, ctx.gather_rows(local.group_ids),
-                                   None if local.coalition_reward is None else ctx.gather_rows(local.coalition_reward))
-        rewards, credit_state = algo.credit(global_batch, credit_state, credit_cfg)  # (world·E, A)
+                                   None if local.coalition_reward is None else ctx.gather_rows(local.coalition_reward),
+                                   None if local.turn_reward is None else ctx.gather_rows(local.turn_reward))
+        rewards, credit_state = algo.credit(global_batch, credit_state, credit_cfg)  # (world·E, A[, T])
         if not torch.isfinite(rewards).all():
             raise FloatingPointError(f"step {step}: the credit is not finite; check the credit settings (alpha, eta, "
                                      "...); the run stops here, its last checkpoint is intact")
-        rewards = rewards[ctx.rank * E:(ctx.rank + 1) * E]  # (E, A) this rank's episodes
+        rewards = rewards[ctx.rank * E:(ctx.rank + 1) * E]  # (E, A[, T]) this rank's episodes
 
         # ADVANTAGE (on the trainer's device, like every tensor of the update)
         t0 = time.perf_counter()
@@ -186,7 +187,7 @@ def train(cfg: TrainConfig, policy: Any | None = None,
             stage_values = flat.view(len(rb), -1)
             values = stage_values.detach()[:, stage.tolist()]
         adv, returns = algo.advantage(rewards.to(team.device), rb.group_ids.to(team.device), values, dense,
-                                      adv_cfg)  # (E, A); ``dense`` is layout (host ints)
+                                      adv_cfg)  # (E, A[, T]); ``dense`` is layout (host ints)
 
         # UPDATE
         trained = roles_to_train(cfg, step, agents)

@@ -63,9 +63,9 @@ def _trainer_logprobs(team: HFTeam, role: str, turns: list[Completion], idx: lis
 def policy_step(team: HFTeam, role: str, opt: torch.optim.Optimizer, turns: list[Completion], adv: torch.Tensor,
                 cfg: TrainConfig, loss_cfg: LossConfig, ctx: DistContext = SINGLE, episode: list[int] | None = None
                 ) -> dict[str, torch.Tensor]:
-    """The optimiser steps of ``role`` on its turns with per-episode advantages ``adv (E,)`` (turn ``t`` is trained
-    with ``adv[episode[t]]``; default: one turn per episode): one per PPO mini-batch, gradients averaged over
-    data-parallel ranks and clipped. Every tensor lives on ``team.device``; metrics are
+    """The optimiser steps of ``role`` on its turns with per-turn advantages ``adv`` (aligned with ``turns``;
+    ``episode[t]``: the episode of turn ``t``, which keeps prompt groups whole in PPO mini-batches; default: one
+    turn per episode): one per PPO mini-batch, gradients averaged over data-parallel ranks and clipped. Every tensor lives on ``team.device``; metrics are
     returned as 0-dim tensors (read once by the caller).
 
     π_old (``cfg.pi_old``): ``trainer`` = the trainer's log-probs before this step's first update (with one
@@ -76,8 +76,9 @@ def policy_step(team: HFTeam, role: str, opt: torch.optim.Optimizer, turns: list
     dev = team.device
     keep = [e for e, c in enumerate(turns) if c.completion_ids]  # skipped / did-not-fit turns train nothing
     episode = list(range(len(turns))) if episode is None else episode
+    n_episodes = max(episode) + 1 if episode else 0
     batches = mini_batches(keep, cfg.group_size, cfg.ppo_mini_batch // ctx.world if cfg.ppo_mini_batch else 0,
-                           len(adv), episode)
+                           n_episodes, episode)
     by_length = sorted(keep, key=lambda e: (len(turns[e].prompt_ids) + len(turns[e].completion_ids), e))
     before = _trainer_logprobs(team, role, turns, by_length, cfg) if len(batches) > 1 else None
     zero = torch.zeros((), device=dev)
@@ -100,7 +101,7 @@ def policy_step(team: HFTeam, role: str, opt: torch.optim.Optimizer, turns: list
             old = trainer_old if cfg.pi_old == "trainer" else engine
             ref = team.token_logprobs(role, prompts, comps, cfg.micro_batch, reference=True,
                                       temperature=cfg.temperature)[0] if loss_cfg.kl_coef > 0 else None
-            loss, m = policy_loss(lp, old, adv[[episode[t] for t in mb]].to(dev, torch.float32), mask, loss_cfg, ref)
+            loss, m = policy_loss(lp, old, adv[mb].to(dev, torch.float32), mask, loss_cfg, ref)
             per_turn = loss_cfg.kind == "gspo" or loss_cfg.agg == "seq-mean"  # micro-batch weight in the mean
             weight = len(mb) / len(batch) if per_turn else sum(len(c) for c in comps) / n_tokens
             (loss * weight).backward()
@@ -131,10 +132,12 @@ def policy_step(team: HFTeam, role: str, opt: torch.optim.Optimizer, turns: list
 def update_role(team: HFTeam, role: str, opt: torch.optim.Optimizer, sched: Any, rb: RolloutBatch,
                 adv: torch.Tensor, cfg: TrainConfig, loss_cfg: LossConfig, ctx: DistContext = SINGLE
                 ) -> dict[str, float]:
-    """:func:`policy_step` on every joint turn of ``role`` in ``rb`` (advantage ``adv (E,)`` per episode), then one
-    scheduler step; returns the role's metrics as floats."""
-    turns, episode = rb.role_turns(role)
-    st = {k: float(v) for k, v in policy_step(team, role, opt, turns, adv, cfg, loss_cfg, ctx, episode).items()}
+    """:func:`policy_step` on every joint turn of ``role`` in ``rb``, then one scheduler step; returns the role's
+    metrics as floats. ``adv``: ``(E,)`` one advantage per episode for all of the role's turns, or ``(E, T)`` one per
+    turn (per-turn credit rules)."""
+    turns, episode, index = rb.role_turns(role)
+    per_turn = adv[episode, index] if adv.dim() == 2 else adv[episode]  # (n_turns,)
+    st = {k: float(v) for k, v in policy_step(team, role, opt, turns, per_turn, cfg, loss_cfg, ctx, episode).items()}
     team.mark_updated(role)
     sched.step()
     return {f"losses/policy_{role}": st["loss"], f"policy/ratio_{role}": st["ratio"],

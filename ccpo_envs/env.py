@@ -41,6 +41,8 @@ key                         meaning
 ``tie``, ``votes``          vote only: tied plurality, group sizes
 ``messages``                ``{agent: text}`` of the joint episode (an agent's last message)
 ``messages_by_stage``       ``{agent: [text of each of its joint turns]}`` (several for a debater)
+``score_by_stage``          ``{agent: [verifier score of each of its joint turns' answers]}`` (per-turn
+                            credit rules: MARTI's margin shaping, AT-GRPO)
 ``messages_removed``        ``{k: {agent: last text}}`` of the counterfactual re-runs
 ``truncation``              the env's truncation rule (``episode``, ``turn`` or ``off``)
 ``truncated``               ``{agent: bool}``: one of its joint messages was cut at the generation limit

@@ -162,6 +162,11 @@ class Episode:
             self._same_cache[key] = safe_equivalent(self.verifier, a, b)
         return self._same_cache[key]
 
+    def _turn_score(self, key: Key) -> float:
+        """The verifier's score of the answer in one message (0 for a missing or unanswered one)."""
+        answer = safe_extract(self.verifier, self.messages.get(key))
+        return 0.0 if answer is None else self._correct(answer)
+
     def _answers(self, removed: str | None) -> dict[str, str | None]:
         return {a: safe_extract(self.verifier, self.message(a, removed))
                 for a in self.topo.agents if a != removed}
@@ -212,6 +217,8 @@ class Episode:
             "messages": {a: self.message(a, None) or "" for a in self.topo.agents},
             "messages_by_stage": {a: [self.messages.get((None, a, s), "") for s in self.topo.stages_of(a)]
                                   for a in self.topo.agents},
+            "score_by_stage": {a: [self._turn_score((None, a, s)) for s in self.topo.stages_of(a)]
+                               for a in self.topo.agents},
             "messages_removed": {k: {a: self.message(a, k) or "" for a in down} for k, down in downs.items()},
             "truncation": self.truncation,
             "truncated": {a: any((None, a, s) in self.truncated for s in self.topo.stages_of(a))

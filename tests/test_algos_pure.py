@@ -8,7 +8,7 @@ import torch
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from ccpo_algos.advantage import AdvantageConfig, gae_advantages, grpo_advantages, mappo_advantage
+from ccpo_algos.advantage import AdvantageConfig, gae_advantages, grpo_advantage, grpo_advantages, mappo_advantage
 from ccpo_algos.algorithms import ALGORITHMS
 from ccpo_algos.credit import (
     CreditBatch,
@@ -18,6 +18,7 @@ from ccpo_algos.credit import (
     ccpo_no_gate_credit,
     difference_credit,
     ema_update,
+    finished_mask,
     shapley_credit,
     shared_credit,
 )
@@ -326,12 +327,13 @@ def test_value_loss_clipping():
 def test_algorithm_table_rows_share_signatures():
     b = CreditBatch(torch.tensor([1.0, 0.0]), torch.tensor([[0.0, NAN], [0.0, NAN]]),
                     torch.ones(2, 2, dtype=torch.bool), torch.tensor([-1, 0]),
-                    coalition_reward=torch.tensor([[0.0, 0.0, 1.0, 1.0], [0.0, 0.0, 0.0, 0.0]]))
+                    coalition_reward=torch.tensor([[0.0, 0.0, 1.0, 1.0], [0.0, 0.0, 0.0, 0.0]]),
+                    turn_reward=torch.tensor([[[1.0], [0.0]], [[0.0], [1.0]]]))
     for name, algo in ALGORITHMS.items():
         r, _ = algo.credit(b, None, CFG)
         values = torch.zeros(2, 2) if algo.needs_critic else None
         adv, _ = algo.advantage(r, torch.tensor([0, 0]), values, torch.tensor([0, 1]), AdvantageConfig())
-        assert adv.shape == (2, 2) and torch.isfinite(adv).all(), name
+        assert adv.shape == r.shape and adv.shape[:2] == (2, 2) and torch.isfinite(adv).all(), name
     assert ALGORITHMS["ccpo"].needs_counterfactual and not ALGORITHMS["grpo"].needs_counterfactual
     assert ALGORITHMS["mappo"].needs_critic
 
@@ -490,3 +492,58 @@ def test_chain_gate_equals_the_loop_over_every_upstream_agent(e1, e2, rnd):
     r0, _ = shapley_credit(b2, None, CFG)
     expect = 0.5 * b2.removed_reward[:, :2].double().mean(dim=1) + 0.5 * b2.team_reward.double()
     assert torch.allclose(r0[:, 2], expect)
+
+
+# ------------------------------------------------------------------------------------ per-turn rows (debate)
+
+@st.composite
+def debate_turn_batches(draw):
+    e, a, t = draw(st.integers(1, 8)), draw(st.integers(1, 4)), draw(st.integers(1, 4))
+    scores = draw(st.lists(st.sampled_from([0.0, 1.0, 0.5]), min_size=e * a * t, max_size=e * a * t))
+    team = draw(st.lists(st.sampled_from([0.0, 1.0, 0.5]), min_size=e, max_size=e))
+    fin = draw(st.lists(st.booleans(), min_size=e * a, max_size=e * a))
+    return CreditBatch(torch.tensor(team), torch.full((e, a), NAN), torch.tensor(fin).view(e, a),
+                       torch.full((a,), -1), torch.arange(e) // 2, None, torch.tensor(scores).view(e, a, t))
+
+
+def _marti_loop(raw, alpha=0.5):
+    """MARTI's ``_reward_shaping`` for one debate (``auto_reward_alloc.py`` l.65-103, name="margin"), in lists."""
+    m_, t_ = len(raw), len(raw[0])
+    out = [row[:] for row in raw]
+    for m in range(m_):
+        for t in range(1, t_):
+            earlier = [raw[i][s] for i in range(m_) for s in range(t)]
+            q = sum(earlier) / len(earlier)
+            out[m][t] = raw[m][t] + alpha * (raw[m][t] - q)
+    return out
+
+
+@given(debate_turn_batches(), st.sampled_from(["episode", "turn", "off"]))
+def test_marti_margin_and_at_grpo_equal_their_reference_loops(b, truncation):
+    from ccpo_algos.turn_credit import at_grpo_credit, marti_margin_credit
+
+    cfg = CreditConfig(truncation=truncation, min_samples=1)
+    r, _ = marti_margin_credit(b, None, cfg)
+    g, _ = at_grpo_credit(b, None, cfg)
+    keep = finished_mask(b.finished, truncation)
+    for e in range(b.team_reward.shape[0]):
+        ref = _marti_loop(b.turn_reward[e].tolist())
+        for a in range(b.turn_reward.shape[1]):
+            for t in range(b.turn_reward.shape[2]):
+                k = float(keep[e, a])
+                assert math.isclose(r[e, a, t].item(), ref[a][t] * k, abs_tol=1e-9)
+                assert math.isclose(g[e, a, t].item(), (float(b.team_reward[e]) + float(b.turn_reward[e, a, t])) * k,
+                                    abs_tol=1e-9)
+
+
+@given(debate_turn_batches())
+def test_per_turn_advantage_groups_by_prompt_turn_and_agent(b):
+    """AT-GRPO's uid = (prompt, turn, agent): each group is normalised on its own (loop reference)."""
+    from ccpo_algos.advantage import per_turn
+
+    r = b.turn_reward.double()
+    adv, _ = per_turn(grpo_advantage)(r, b.group_ids, None, torch.zeros(r.shape[1]), AdvantageConfig())
+    for t in range(r.shape[2]):
+        for a in range(r.shape[1]):
+            ref = _grpo_loop(r[:, a, t, None].numpy(), b.group_ids.tolist())[:, 0]
+            assert torch.allclose(adv[:, a, t], torch.tensor(ref, dtype=adv.dtype), atol=1e-6)

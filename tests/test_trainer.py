@@ -34,7 +34,8 @@ import parity_plugin  # noqa: F401,E402 - registers the parity_stub task source
 from procs import alive as _alive, descendants as _descendants  # noqa: E402
 
 CASES = [(algo, env) for algo in ("ccpo", "grpo", "mappo") for env in sorted(ccpo_envs.ENVS)] + [
-    ("magrpo", "vote_v0"), ("rae", "dyad_v0"), ("shapley", "vote_v0")]  # peers' rows (SPEC "More credit methods")
+    ("magrpo", "vote_v0"), ("rae", "dyad_v0"), ("shapley", "vote_v0"),  # peers' rows (SPEC "More credit methods")
+    ("marti_margin", "debate_v0"), ("at_grpo", "debate_v0")]  # per-turn rules: each debate round its own reward
 
 
 def _cfg(tiny_model, tmp_path, **kw):
