@@ -146,7 +146,7 @@ def _reference_key(cfg: Any) -> str:
     src = task_source(cfg, cfg.eval_split, cfg.eval_size)
     ids = [src[i].task_id for i in range(min(cfg.eval_size, len(src)))]
     return json.dumps([cfg.env, ids, cfg.eval_samples, cfg.temperature, cfg.top_p, cfg.max_tokens, cfg.truncation,
-                       cfg.template, cfg.n_voters, cfg.tie_rule, cfg.thinker_prompt, cfg.solver_prompt,
+                       cfg.template, cfg.team_size, cfg.tie_rule, cfg.advisor_prompt, cfg.answer_prompt,
                        list(cfg.extract_modes), cfg.model, cfg.max_model_len, cfg.dtype])
 
 

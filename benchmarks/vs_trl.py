@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> str:
     from ccpo_agents.hf_backend import LoraSpec
 
     # ccpo: one agent (a single voter) with shared-reward GRPO, vLLM rollouts
-    ccpo_steps, cfg, _ = ccpo_step_times(args, env="vote_v0", n_voters=1, algo="grpo")
+    ccpo_steps, cfg, _ = ccpo_step_times(args, env="vote_v0", team_size=1, algo="grpo")
     model, out_dir = cfg.model, cfg.out_dir
 
     # TRL GRPOTrainer: same model, prompts, batch, lengths and LoRA shape

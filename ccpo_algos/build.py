@@ -23,7 +23,7 @@ def team_topology(cfg: TrainConfig) -> Any:
 
 def role_prompts(cfg: TrainConfig) -> dict[str, str | None]:
     """System prompt per role kind and agent id: the template's, the topology's, then the config's overrides."""
-    return team_role_prompts(team_topology(cfg), cfg.template, cfg.thinker_prompt, cfg.solver_prompt)
+    return team_role_prompts(team_topology(cfg), cfg.template, cfg.advisor_prompt, cfg.answer_prompt)
 
 
 def team_agents(cfg: TrainConfig) -> list[str]:

@@ -49,7 +49,7 @@ class TrainConfig:
     env_options: tuple[str, ...] = ()
     """Extra options of the env's builder as ``KEY=VALUE`` (VALUE read as JSON, else as a string), e.g.
     ``--env-options rounds=3`` for ``debate_v0`` or ``n=4`` for ``chain_v0``."""
-    n_voters: int = 3
+    team_size: int = 3
     """Team size of envs that take one (the vote's voters, the debate's debaters)."""
     tie_rule: str = "expected"
     """Plurality tie rule (vote, debate): ``expected`` or ``strict``."""
@@ -74,10 +74,10 @@ class TrainConfig:
     """Prompts and the dyad's solver turn: ``v1`` (CCPO v1 / SPEC's role prompts, ``Instruction:``) or ``v2`` (the
     released recipe: its thinker/solver/solo system prompts, ``Thinker's thought:``, a trailing boxed answer
     stripped from the thought)."""
-    thinker_prompt: str | None = None
+    advisor_prompt: str | None = None
     """Override the system prompt of the agents that only advise (they speak before the last stage and others read
     them: the dyad's thinker, a chain's first agents). Default: the topology's."""
-    solver_prompt: str | None = None
+    answer_prompt: str | None = None
     """Override the system prompt of the agents that answer (they speak in the last stage: the reasoner, voters,
     debaters). Default: the topology's."""
 
@@ -256,7 +256,7 @@ class TrainConfig:
         if self.backend not in ("vllm", "server"):
             bad(f"backend={self.backend!r}; choose vllm or server")
         for name in ("steps", "prompts_per_step", "group_size", "train_size", "eval_size", "max_tokens",
-                     "switch_every", "micro_batch", "lora_r", "n_voters"):
+                     "switch_every", "micro_batch", "lora_r", "team_size"):
             if getattr(self, name) < 1:
                 bad(f"{name}={getattr(self, name)} must be >= 1")
         for name in ("lr", "critic_lr"):
@@ -300,7 +300,7 @@ class TrainConfig:
             except json.JSONDecodeError:
                 extra[key] = value
         return team_env_options(self.env, counterfactual=counterfactual, truncation=self.truncation,
-                                settings={"template": self.template, "n": self.n_voters, "tie_rule": self.tie_rule},
+                                settings={"template": self.template, "n": self.team_size, "tie_rule": self.tie_rule},
                                 extra=extra)
 
     def to_dict(self) -> dict[str, Any]:
@@ -319,9 +319,9 @@ PRESETS: dict[str, dict[str, Any]] = {
                 max_model_len=1024, temperature=0.5, lr=5e-4, warmup_steps=2, lora_r=16, lora_alpha=32, steps=20,
                 eval_every=10, eval_size=32, eval_samples=2, switch_every=3,
                 extract_modes=("boxed", "hash", "answer_is", "last_number"),
-                thinker_prompt=("You are a math tutor. In one short sentence, tell a weaker student how to compute "
+                advisor_prompt=("You are a math tutor. In one short sentence, tell a weaker student how to compute "
                                 "the result. Do not give the answer."),
-                solver_prompt=("Solve the problem. Be brief: write the calculation, then the final answer as "
+                answer_prompt=("Solve the problem. Be brief: write the calculation, then the final answer as "
                                "\\boxed{answer}.")),
     # Plumbing check on a tiny random model (tests use this with model=<tiny dir>).
     "smoke": dict(task="arith_easy", prompts_per_step=2, group_size=2, max_tokens=16, max_model_len=768,
@@ -367,6 +367,10 @@ RESUME_SAFE = ("steps", "eval_every", "eval_size", "eval_samples", "checkpoint_e
                "wandb", "verbose", "resume")
 
 
+#: Earlier names of fields (a run folder written by an earlier ccpo still loads and resumes).
+RENAMED = {"n_voters": "team_size", "thinker_prompt": "advisor_prompt", "solver_prompt": "answer_prompt"}
+
+
 def load_run_config(run_dir: str | os.PathLike) -> TrainConfig:
     """The configuration a run was started with (its ``config.json``); ``ValueError`` naming the problem."""
     path = Path(run_dir) / "config.json"
@@ -377,6 +381,8 @@ def load_run_config(run_dir: str | os.PathLike) -> TrainConfig:
     except (OSError, ValueError) as e:
         raise ValueError(f"{path} is not readable JSON ({e}); restore it or start a new run") from None
     names = {f.name for f in dataclasses.fields(TrainConfig)}
+    if isinstance(raw, dict):  # runs written before the fields were named for any topology
+        raw = {RENAMED.get(k, k): v for k, v in raw.items()}
     unknown = sorted(set(raw) - names) if isinstance(raw, dict) else ["<not an object>"]
     if unknown:
         raise ValueError(f"{path} has unknown field(s) {unknown}; it was written by another ccpo version or edited")

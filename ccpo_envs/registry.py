@@ -90,7 +90,7 @@ def chain_raw_env(n: int = 3, counterfactual: bool = True, **kwargs: Any) -> Tea
 
 
 #: Team settings of the trainer's config that a registered env may read (``settings=`` of :func:`register_env`):
-#: ``template`` (prompt template), ``n`` (team size, the config's ``n_voters``), ``tie_rule`` (plurality ties).
+#: ``template`` (prompt template), ``n`` (team size, the config's ``team_size``), ``tie_rule`` (plurality ties).
 TEAM_SETTINGS = ("template", "n", "tie_rule")
 
 

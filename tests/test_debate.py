@@ -88,8 +88,8 @@ def test_debate_outcomes_match_a_plain_replay(n, rounds):
     assert by_stage[-1] == info["answers"]["debater_0"]  # the team answer comes from the final round
     # every debater's turns of every round are in the batch, one per round
     for a in agents:
-        turns, episode = rb.role_turns(a)
-        assert len(turns) == rounds and episode == [0] * rounds
+        turns, episode, index = rb.role_turns(a)
+        assert len(turns) == rounds and episode == [0] * rounds and index == list(range(rounds))
     assert len(rb.cf_turns[0]) == (n * (n - 1) if rounds > 1 else 0) * (rounds - 1)
 
 

@@ -514,3 +514,14 @@ def test_library_does_not_import_its_benchmarks():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "bench" in out.stdout and "demo" in out.stdout  # registered from outside through entry points
+
+
+def test_run_folders_written_with_earlier_field_names_still_load(tmp_path):
+    from ccpo_algos.config import RENAMED, load_run_config
+
+    cfg = preset("cpu", team_size=5, advisor_prompt="plan", answer_prompt="solve").to_dict()
+    old = {next((o for o, n in RENAMED.items() if n == k), k): v for k, v in cfg.items()}
+    assert set(old) - set(cfg) == set(RENAMED)  # the file really uses the earlier names
+    (tmp_path / "config.json").write_text(json.dumps(old))
+    loaded = load_run_config(tmp_path)
+    assert (loaded.team_size, loaded.advisor_prompt, loaded.answer_prompt) == (5, "plan", "solve")
