@@ -11,6 +11,7 @@ import torch
 
 from ccpo_agents.hardware import resolve_dtype
 from ccpo_algos.config import TrainConfig
+from ccpo_algos.credit import CreditConfig
 from ccpo_envs import make
 from ccpo_envs.prompts import team_role_prompts  # the topology's prompts live with the envs
 from ccpo_envs.registry import resolve_source, team_probe
@@ -88,6 +89,13 @@ def unique_dir(parent: str | os.PathLike, name: str) -> Path:
 def new_run_dir(cfg: TrainConfig) -> Path:
     """A new run folder ``out_dir/name`` (see :func:`unique_dir`)."""
     return unique_dir(cfg.out_dir, cfg.name)
+
+
+def credit_config(cfg: TrainConfig) -> CreditConfig:
+    """The credit settings of a run."""
+    return CreditConfig(alpha=cfg.alpha, eta=cfg.eta, decay=cfg.ema_decay, truncation=cfg.truncation,
+                        min_samples=cfg.min_samples, cf_lambda=cfg.cf_lambda,
+                        group_solo_baseline=cfg.group_solo_baseline, event_bonus=cfg.event_bonus)
 
 
 def warmup_schedule(opt: torch.optim.Optimizer, steps: int) -> torch.optim.lr_scheduler.LambdaLR:

@@ -20,7 +20,7 @@ from ccpo_agents.models import resolve_model
 from ccpo_agents.policy import SamplingConfig
 from ccpo_algos.advantage import AdvantageConfig
 from ccpo_algos.algorithms import ALGORITHMS
-from ccpo_algos.build import build_policy, eval_env_pool, new_run_dir, task_source, warmup_schedule
+from ccpo_algos.build import build_policy, credit_config, eval_env_pool, new_run_dir, task_source, warmup_schedule
 from ccpo_algos.checkpoint import (
     clean_partial_writes,
     latest_checkpoint,
@@ -30,7 +30,7 @@ from ccpo_algos.checkpoint import (
     save_checkpoint,
 )
 from ccpo_algos.config import TrainConfig, load_run_config
-from ccpo_algos.credit import CreditBatch, CreditConfig, EmaState
+from ccpo_algos.credit import CreditBatch, EmaState
 from ccpo_algos.distributed import DistContext
 from ccpo_algos.evaluation import evaluate, save_eval_items
 from ccpo_algos.loss import LossConfig, value_loss
@@ -133,9 +133,7 @@ def train(cfg: TrainConfig, policy: Any | None = None,
     optimizers = {r: torch.optim.AdamW(team.trainable_parameters(r), lr=cfg.critic_lr if r == CRITIC else cfg.lr,
                                        weight_decay=cfg.weight_decay) for r in owners}
     schedulers = {r: warmup_schedule(o, cfg.warmup_steps) for r, o in optimizers.items()}
-    credit_cfg = CreditConfig(alpha=cfg.alpha, eta=cfg.eta, decay=cfg.ema_decay, truncation=cfg.truncation,
-                              min_samples=cfg.min_samples, cf_lambda=cfg.cf_lambda,
-                              group_solo_baseline=cfg.group_solo_baseline, event_bonus=cfg.event_bonus)
+    credit_cfg = credit_config(cfg)
     adv_cfg = AdvantageConfig(scale_std=cfg.scale_std, gamma=cfg.gamma, lam=cfg.lam)
     loss_cfg = LossConfig(kind=cfg.loss, clip_eps=cfg.clip_eps, clip_eps_high=cfg.clip_eps_high,
                           dual_clip=cfg.dual_clip, log_ratio_clip=cfg.log_ratio_clip, agg=cfg.loss_agg,

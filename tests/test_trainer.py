@@ -82,6 +82,13 @@ def test_every_algorithm_and_topology_trains_two_steps(algo, env, tiny_model, vl
     meta = json.loads((run / "config.json").read_text())
     assert meta["algo"] == algo and (run / "checkpoints" / "latest").read_text() == "step_000002"
     assert any(k.startswith("eval/") for k in rows[-1])
+    if algo == "ccpo" and env == "dyad_v0":  # `ccpo credit-report RUN` on the trained adapters
+        from benchmarks.credit_fidelity import credit_report
+
+        md = credit_report(run, tasks=2, samples=2, algos=["ccpo", "grpo", "difference"], policy=vllm_engine)
+        rep = json.loads(md.with_suffix(".json").read_text())
+        assert set(rep["methods"]) == {"ccpo", "grpo", "difference"} and set(rep["contribution"]) == {"thinker_0"}
+        assert rep["checkpoint"] == "step_000002" and "| ccpo |" in md.read_text()
     if algo == "grpo" and env == "dyad_v0":  # the paper's protocol: train on one source, test on a benchmark
         out = evaluate_run(run, "test", size=3, policy=vllm_engine, task="gaokao2023en",
                            task_path=os.path.join(os.path.dirname(__file__), "data", "gaokao2023en.jsonl"))
