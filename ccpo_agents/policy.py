@@ -82,10 +82,30 @@ class Request:
 
 
 class Policy(Protocol):
-    """Anything that turns role prompts into completions."""
+    """Anything that turns role prompts into completions (scripted policies too)."""
 
     def generate(self, requests: Sequence[Request], sampling: SamplingConfig) -> list[list[Completion]]:
         """``sampling.n`` completions for each request, in request order."""
+
+
+class Backend(Policy, Protocol):
+    """A rollout backend the trainer can drive: a :class:`Policy` that serves one adapter (or model) per role on a
+    shared base. ``VLLMPolicy``, ``ServerPolicy`` and ``PerRoleEngines`` implement it; ``ccpo_algos.backends``
+    registers them by name.
+
+    Attributes:
+        roles: the roles it serves.
+        adapters: what each role is served with now (``None``: the bare base model).
+    """
+
+    roles: list[str]
+    adapters: dict[str, Any]
+
+    def load_adapter(self, role: str, path: Any) -> Any:
+        """Serve the adapter saved in ``path`` for ``role`` from now on; release the version it replaces."""
+
+    def use_base(self, role: str) -> None:
+        """Serve ``role`` from the bare base model and release its adapter (same meaning in every backend)."""
 
 
 @dataclass

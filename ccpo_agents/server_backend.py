@@ -237,8 +237,11 @@ class ServerPolicy:
         return name
 
     def use_base(self, role: str) -> None:
-        """Serve ``role`` from the base model (the adapter stays loaded on the server until replaced)."""
-        self.adapters[role] = None
+        """Serve ``role`` from the base model and unload its adapter from every endpoint (as ``VLLMPolicy`` does)."""
+        old, self.adapters[role] = self.adapters.get(role), None
+        if old is not None:
+            for e in dict.fromkeys(self.endpoints):
+                self._call(e, "/v1/unload_lora_adapter", {"lora_name": old})
 
     def _one(self, i: int, req: Request, ids: list[int], sampling: SamplingConfig) -> list[Completion]:
         room = self.max_model_len - len(ids)

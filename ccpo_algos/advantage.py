@@ -136,6 +136,13 @@ def mappo_advantage(rewards: Tensor, group_ids: Tensor, values: Tensor | None, s
     return adv, ret
 
 
+def stage_targets(returns: Tensor, stage: Tensor) -> Tensor:
+    """The critic's regression targets: ``returns (E, A)`` read at the first agent of each stage, ``(E, S)``
+    (``stage (A,)``: each agent's stage ``0..S-1``; agents of one stage share the state before it)."""
+    layout = [int(x) for x in stage.tolist()]
+    return returns[:, [layout.index(s) for s in range(max(layout) + 1)]]
+
+
 def per_turn(fn: Callable[..., tuple[Tensor, Tensor | None]]) -> Callable[..., tuple[Tensor, None]]:
     """An advantage for per-turn rewards ``(E, A, T)`` (:mod:`ccpo_algos.turn_credit`): ``fn`` on each turn index
     separately, so GRPO's groups are (prompt, turn, agent) - AT-GRPO's grouping. Returns ``((E, A, T), None)``."""

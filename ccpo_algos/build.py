@@ -9,7 +9,6 @@ from typing import Any
 
 import torch
 
-from ccpo_agents.hardware import resolve_dtype
 from ccpo_algos.config import TrainConfig
 from ccpo_algos.credit import CreditConfig
 from ccpo_envs import make
@@ -34,30 +33,11 @@ def team_agents(cfg: TrainConfig) -> list[str]:
 
 def build_policy(cfg: TrainConfig, model_path: str, roles: list[str],
                  prompts: dict[str, str | None] | None = None) -> Any:
-    """The rollout backend named by ``cfg.backend``, serving ``roles`` with ``prompts`` (default: the run's
-    :func:`role_prompts`; an engine shared by several runs takes the union of theirs)."""
-    prompts = role_prompts(cfg) if prompts is None else prompts
+    """The rollout backend named by ``cfg.backend`` (:data:`ccpo_algos.backends.BACKENDS`), serving ``roles`` with
+    ``prompts`` (default: the run's :func:`role_prompts`; an engine shared by several runs takes the union)."""
+    from ccpo_algos.backends import BACKENDS
 
-    dtype = resolve_dtype(cfg.dtype, "cuda" if torch.cuda.is_available() else "cpu")  # where vLLM runs
-    if cfg.finetune == "full":
-        from ccpo_agents.full_backend import PerRoleEngines
-
-        return PerRoleEngines(model_path, roles, max_model_len=cfg.max_model_len, seed=cfg.seed,
-                              role_prompts=prompts, dtype=dtype)
-    if cfg.backend == "vllm":
-        from ccpo_agents.vllm_backend import VLLMPolicy
-
-        return VLLMPolicy(model_path, roles, max_model_len=cfg.max_model_len, max_lora_rank=cfg.lora_r,
-                          seed=cfg.seed, role_prompts=prompts, dtype=dtype)
-    from ccpo_agents.server_backend import ServerPolicy, VLLMServer
-
-    endpoints = list(cfg.endpoints)
-    api_key = os.environ.get(cfg.api_key_env) or None  # remote servers: the key comes from the environment
-    if not endpoints:
-        server = VLLMServer(model_path, max_model_len=cfg.max_model_len, max_lora_rank=cfg.lora_r,
-                            max_loras=len(roles), dtype=dtype).start()
-        endpoints, api_key = [server.url], server.api_key
-    return ServerPolicy(endpoints, model_path, roles, cfg.max_model_len, prompts, api_key=api_key)
+    return BACKENDS[cfg.backend](cfg, model_path, roles, role_prompts(cfg) if prompts is None else prompts)
 
 
 def task_source(cfg: TrainConfig, split: str, size: int) -> Any:

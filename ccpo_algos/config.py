@@ -253,8 +253,10 @@ class TrainConfig:
                 "(0: one optimiser step per rollout)")
         if self.eval_split == "train":
             bad("eval_split='train' would evaluate on training tasks; use eval")
-        if self.backend not in ("vllm", "server"):
-            bad(f"backend={self.backend!r}; choose vllm or server")
+        from ccpo_algos.backends import BACKENDS  # after the plug-ins, which may register one
+
+        if self.backend not in BACKENDS:
+            bad(f"backend={self.backend!r}; choose one of {sorted(BACKENDS)}")
         for name in ("steps", "prompts_per_step", "group_size", "train_size", "eval_size", "max_tokens",
                      "switch_every", "micro_batch", "lora_r", "team_size"):
             if getattr(self, name) < 1:

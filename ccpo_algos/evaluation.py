@@ -106,15 +106,11 @@ def evaluate_run(run_dir: str | os.PathLike, split: str = "eval", size: int | No
 
 def evaluate_untrained(cfg: TrainConfig, policy: Any, items: list[dict[str, Any]] | None = None
                        ) -> dict[str, float]:
-    """Greedy held-out metrics of the untrained team (every role on the bare base model), reasoner-alone included;
-    ``items`` receives the per-task scores (see :func:`evaluate`)."""
+    """Greedy held-out metrics of the untrained team (every role on the bare base model; the roles stay there),
+    the counterfactual worlds' accuracies included; ``items`` receives the per-task scores (see :func:`evaluate`)."""
     cfg.validate()
     eval_src = task_source(cfg, cfg.eval_split, cfg.eval_size)
     envs = eval_env_pool(cfg, eval_src, cfg.eval_size)
-    saved = dict(policy.adapters)
-    try:
-        for r in team_agents(cfg):
-            policy.use_base(r)
-        return evaluate(policy, envs, eval_src, cfg.eval_size, cfg, items)
-    finally:
-        policy.adapters.update(saved)
+    for r in team_agents(cfg):  # every role on the bare base model (a later run syncs its own adapters)
+        policy.use_base(r)
+    return evaluate(policy, envs, eval_src, cfg.eval_size, cfg, items)

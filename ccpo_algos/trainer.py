@@ -18,7 +18,7 @@ from ccpo_agents.hardware import resolve_device, resolve_dtype
 from ccpo_agents.hf_backend import CRITIC, HFTeam, LoraSpec
 from ccpo_agents.models import resolve_model
 from ccpo_agents.policy import SamplingConfig
-from ccpo_algos.advantage import AdvantageConfig
+from ccpo_algos.advantage import AdvantageConfig, stage_targets
 from ccpo_algos.algorithms import ALGORITHMS
 from ccpo_algos.build import build_policy, credit_config, eval_env_pool, new_run_dir, task_source, warmup_schedule
 from ccpo_algos.checkpoint import (
@@ -33,11 +33,11 @@ from ccpo_algos.config import TrainConfig, load_run_config
 from ccpo_algos.credit import CreditBatch, EmaState
 from ccpo_algos.distributed import DistContext
 from ccpo_algos.evaluation import evaluate, save_eval_items
-from ccpo_algos.loss import LossConfig, value_loss
+from ccpo_algos.loss import LossConfig
 from ccpo_algos.metrics import rollout_metrics
 from ccpo_algos.rollout import collect, request_seed, team_layout
 from ccpo_algos.runlog import RunLogger
-from ccpo_algos.update import critic_prompts, sync, update_role
+from ccpo_algos.update import critic_prompts, sync, update_critic, update_role
 from ccpo_envs import make
 
 
@@ -195,17 +195,10 @@ def train(cfg: TrainConfig, policy: Any | None = None,
         metrics["policy/engine_log_ratio"] = sum(metrics[f"policy/engine_log_ratio_{r}"] for r in trained) / len(trained)
         metrics["policy/engine_log_ratio_abs"] = sum(
             metrics[f"policy/engine_log_ratio_abs_{r}"] for r in trained) / len(trained)
-        if algo.needs_critic:  # value targets for the stages where some agent speaks first
-            target = returns[:, [dense.tolist().index(i) for i in range(len(used))]].to(torch.float32)
-            vl = value_loss(stage_values[:, used], stage_values.detach()[:, used], target, cfg.value_clip)
-            optimizers[CRITIC].zero_grad(set_to_none=True)
-            vl.backward()
-            ctx.average_grads(team.trainable_parameters(CRITIC))
-            metrics["grad_norm/critic"] = float(torch.nn.utils.clip_grad_norm_(
-                team.trainable_parameters(CRITIC), cfg.grad_clip))
-            optimizers[CRITIC].step()
-            schedulers[CRITIC].step()
-            metrics["losses/value"] = vl.item()
+        if algo.needs_critic:  # the critic regresses the row's returns at each stage where some agent starts
+            target = stage_targets(returns, dense).to(torch.float32)  # (E, S')
+            metrics.update(update_critic(team, optimizers[CRITIC], schedulers[CRITIC], stage_values[:, used], target,
+                                         cfg, ctx))
         metrics["perf/seconds_update"] = time.perf_counter() - t0
 
         # SYNC

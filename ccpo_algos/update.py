@@ -12,7 +12,7 @@ from ccpo_agents.hf_backend import CRITIC, HFTeam
 from ccpo_agents.policy import ChatFormatter, Completion
 from ccpo_algos.config import TrainConfig
 from ccpo_algos.distributed import SINGLE, DistContext
-from ccpo_algos.loss import LossConfig, policy_loss
+from ccpo_algos.loss import LossConfig, policy_loss, value_loss
 from ccpo_algos.rollout import RolloutBatch
 
 
@@ -144,6 +144,21 @@ def update_role(team: HFTeam, role: str, opt: torch.optim.Optimizer, sched: Any,
             f"policy/clip_frac_{role}": st["clip_frac"], f"policy/kl_{role}": st["kl"],
             f"policy/engine_log_ratio_{role}": st["mismatch"], f"policy/engine_log_ratio_abs_{role}": st["mismatch_abs"],
             f"grad_norm/{role}": st["grad_norm"], f"charts/lr_{role}": sched.get_last_lr()[0]}
+
+
+def update_critic(team: HFTeam, opt: torch.optim.Optimizer, sched: Any, values: torch.Tensor, target: torch.Tensor,
+                  cfg: TrainConfig, ctx: DistContext = SINGLE) -> dict[str, float]:
+    """One optimiser step of the centralised critic: clipped value loss of ``values (E, S)`` (with grad) against
+    ``target (E, S)``, gradients averaged over ranks and clipped."""
+    vl = value_loss(values, values.detach(), target, cfg.value_clip)
+    opt.zero_grad(set_to_none=True)
+    vl.backward()
+    params = team.trainable_parameters(CRITIC)
+    ctx.average_grads(params)
+    norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip))
+    opt.step()
+    sched.step()
+    return {"grad_norm/critic": norm, "losses/value": vl.item()}
 
 
 def critic_prompts(team: HFTeam, rb: RolloutBatch) -> list[list[int]]:

@@ -265,6 +265,11 @@ def test_server_round_trip_and_unreachable_endpoint(tiny_model, team, tmp_path):
         assert name == "reasoner_0-v1"
         after = pol.generate([Request("reasoner_0", "Calculate 1 + 1.")], SamplingConfig(max_tokens=6))
         assert after[0][0].completion_ids
+        served = lambda: {m["id"] for m in pol._call(srv.url, "/v1/models", None, method="GET")["data"]}  # noqa: E731
+        assert "reasoner_0-v1" in served()
+        pol.use_base("reasoner_0")  # same meaning as in-process vLLM: the adapter is released, not left loaded
+        assert "reasoner_0-v1" not in served() and pol.adapters["reasoner_0"] is None
+        assert pol.generate([Request("reasoner_0", "Calculate 1 + 1.")], SamplingConfig(max_tokens=6))[0][0].completion_ids
         pid = srv.proc.pid
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)  # stopped on exit
