@@ -125,7 +125,9 @@ class RolloutBatch:
 
 def collect(envs: Sequence[Any], tasks: Sequence[Task], group_size: int, policy: Policy, sampling: SamplingConfig,
             seed: int | None = None) -> RolloutBatch:
-    """Play ``group_size`` episodes of each task on ``envs`` (AEC envs, at least ``len(tasks)·group_size``).
+    """Play ``group_size`` episodes of each task on ``envs`` (AEC envs, at least ``len(tasks)·group_size``), through
+    the PettingZoo API plus the team envs' driver protocol (:class:`ccpo_envs.TeamAECEnv`'s ``pending_turns``,
+    ``acting_turns``, ``turn_plan``, ``stage_texts``).
 
     Args:
         envs: PettingZoo AEC envs built by ``ccpo_envs.make(..., api="aec")`` (one per episode).
@@ -138,6 +140,7 @@ def collect(envs: Sequence[Any], tasks: Sequence[Task], group_size: int, policy:
     E = len(tasks) * group_size
     if len(envs) < E:
         raise ValueError(f"collect needs {E} envs for {len(tasks)} tasks x {group_size}, got {len(envs)}")
+    # the driver protocol of ccpo_envs' team envs (pending_turns, acting_turns, turn_plan, stage_texts)
     sampling = SamplingConfig(sampling.temperature, sampling.top_p, sampling.max_tokens, 1)
     raw = [envs[e].unwrapped for e in range(E)]
     agents = list(raw[0].possible_agents)
@@ -150,14 +153,14 @@ def collect(envs: Sequence[Any], tasks: Sequence[Task], group_size: int, policy:
         """Step env ``e`` as far as the generated turns allow. The env decides who acts (``agent_selection``): an
         AEC-native env selects the current turn's agent; a Parallel-native env seen through ``parallel_to_aec``
         cycles through every agent, and an agent outside the current stage sends ``""`` (ignored)."""
-        env, ep = envs[e], raw[e].episode
+        env = envs[e]
         while finals[e] is None:
             if env.agents and all(env.terminations[a] or env.truncations[a] for a in env.agents):
                 finals[e] = dict(env.infos[env.agents[0]])
                 while env.agents:  # PettingZoo: dead agents step None until removed
                     env.step(None)
                 return
-            acting = {t.agent: ep.cursor + j for j, t in enumerate(ep.current_stage())}
+            acting = raw[e].acting_turns()
             agent = env.agent_selection
             if agent not in acting:
                 env.step("")
@@ -171,12 +174,9 @@ def collect(envs: Sequence[Any], tasks: Sequence[Task], group_size: int, policy:
         for e in range(E):
             if finals[e] is not None:
                 continue
-            ep = raw[e].episode
-            for i in range(ep.cursor, len(ep.turns)):
-                if i not in pending[e] and ep.ready(i) and not ep.world_ended(ep.turns[i].removed, ep.turns[i].stage):
-                    s = None if seed is None else request_seed(seed, e, i)
-                    reqs.append((e, i, Request(ep.turns[i].agent, raw[e].turn_text(i), s, ep.turns[i].removed,
-                                               ep.task.question)))
+            for p in raw[e].pending_turns(pending[e]):
+                s = None if seed is None else request_seed(seed, e, p.index)
+                reqs.append((e, p.index, Request(p.agent, p.text, s, p.removed, p.question)))
         if not reqs:
             raise RuntimeError("rollout stalled: no turn is ready; the topology's `sees` is inconsistent")
         outs = policy.generate([r for _, _, r in reqs], sampling)
@@ -187,16 +187,13 @@ def collect(envs: Sequence[Any], tasks: Sequence[Task], group_size: int, policy:
 
     turns, earlier, cf, stage_texts = [], [], [], []
     for e in range(E):
-        ep = raw[e].episode
-        played = {i: pending[e][i] if i not in ep.skipped else skipped_completion(t.agent)
-                  for i, t in enumerate(ep.turns) if t.removed is None}
-        joint = {a: [played[i] for i, t in enumerate(ep.turns) if t.removed is None and t.agent == a] for a in agents}
+        plan = raw[e].turn_plan()
+        joint = {a: [skipped_completion(a) if t.skipped else pending[e][t.index]
+                     for t in plan if t.removed is None and t.agent == a] for a in agents}
         turns.append({a: c[-1] for a, c in joint.items()})
         earlier.append({a: c[:-1] for a, c in joint.items()})
-        cf.append([pending[e][i] for i, t in enumerate(ep.turns) if t.removed is not None and i not in ep.skipped])
-        first = [next(i for i, t in enumerate(ep.turns) if t.removed is None and t.stage == s)
-                 for s in range(len(ep.topo.stages))]
-        stage_texts.append([raw[e].turn_text(i) for i in first])
+        cf.append([pending[e][t.index] for t in plan if t.removed is not None and not t.skipped])
+        stage_texts.append(raw[e].stage_texts())
     group_ids = torch.arange(len(tasks)).repeat_interleave(group_size)
     return RolloutBatch(agents, [tasks[e // group_size] for e in range(E)], group_ids, turns,
                         [f for f in finals if f is not None], stage_texts, cf, earlier)

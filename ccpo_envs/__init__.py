@@ -10,7 +10,7 @@ No torch here: ``import ccpo_envs`` works with only the core dependencies instal
 
 from ccpo_envs.aggregate import Outcome, answer_of, group_answers, plurality
 from ccpo_envs.check import check_env
-from ccpo_envs.env import TeamAECEnv, TeamParallelEnv
+from ccpo_envs.env import PendingTurn, PlannedTurn, TeamAECEnv, TeamParallelEnv
 from ccpo_envs.episode import TRUNCATION_RULES, TruncatedMessage
 from ccpo_envs.registry import ENVS, TEAM_SETTINGS, make, register_env, resolve_source, without_removals
 from ccpo_envs.sources import (
@@ -52,6 +52,8 @@ __all__ = [
     "MathVerifier",
     "MixtureSource",
     "Outcome",
+    "PendingTurn",
+    "PlannedTurn",
     "ReasoningGymSource",
     "ReasoningGymVerifier",
     "Task",

@@ -70,6 +70,8 @@ from __future__ import annotations
 
 import copy
 import functools
+from collections.abc import Container
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -108,6 +110,30 @@ def text_space(max_length: int) -> spaces.Text:
     space = copy.copy(_text_prototype(max_length))
     space._np_random = None  # its own RNG, seeded on first use or by space.seed()
     return space
+
+
+@dataclass(frozen=True)
+class PendingTurn:
+    """A turn a driver can generate now: its plan index, agent, world (``removed``), observation text and the bare
+    task question."""
+
+    index: int
+    agent: str
+    removed: str | None
+    text: str
+    question: str
+
+
+@dataclass(frozen=True)
+class PlannedTurn:
+    """One turn of an episode's plan: index, agent, world (``removed``: ``None`` for the joint episode), stage, and
+    whether it was skipped."""
+
+    index: int
+    agent: str
+    removed: str | None
+    stage: int
+    skipped: bool
 
 
 def check_action(agent: str, action: Any) -> str:
@@ -180,6 +206,35 @@ class _TeamBase:
     def turn_text(self, index: int) -> str:
         """Observation text of turn ``index`` of the current episode (what the acting agent will see then)."""
         return sanitize(self.episode.view(self.episode.turns[index]), self.max_observation_chars)
+
+    # ---------------------------------------------------------------------------- the driver protocol
+    # What a batched driver (ccpo's rollout) needs beyond the PettingZoo API: which turns can be generated ahead
+    # of the env's own order, who acts now, and the episode's turn plan. Turns are numbered in plan order.
+
+    def pending_turns(self, generated: Container[int] = ()) -> list[PendingTurn]:
+        """Turns not in ``generated`` that can be generated now: every message they read exists and their world
+        has not ended (a later turn can be ready early: the dyad's solo reasoner reads only the question)."""
+        ep = self.episode
+        return [PendingTurn(i, ep.turns[i].agent, ep.turns[i].removed, self.turn_text(i), ep.task.question)
+                for i in range(ep.cursor, len(ep.turns))
+                if i not in generated and ep.ready(i) and not ep.world_ended(ep.turns[i].removed, ep.turns[i].stage)]
+
+    def acting_turns(self) -> dict[str, int]:
+        """``{agent: turn index}`` of the turns that act in the current step (one stage)."""
+        ep = self.episode
+        return {t.agent: ep.cursor + j for j, t in enumerate(ep.current_stage())}
+
+    def turn_plan(self) -> list[PlannedTurn]:
+        """Every turn of the current episode in plan order, with whether the env skipped it (its world had
+        ended under the ``episode`` truncation rule)."""
+        ep = self.episode
+        return [PlannedTurn(i, t.agent, t.removed, t.stage, i in ep.skipped) for i, t in enumerate(ep.turns)]
+
+    def stage_texts(self) -> list[str]:
+        """The joint transcript before each topology stage: the first joint turn's observation text of each."""
+        ep = self.episode
+        return [self.turn_text(next(i for i, t in enumerate(ep.turns) if t.removed is None and t.stage == s))
+                for s in range(len(ep.topo.stages))]
 
     def _running_info(self, agent: str) -> dict[str, Any]:
         i, turn = self.episode.turn_for(agent)
