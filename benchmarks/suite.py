@@ -51,6 +51,14 @@ BENCH_PRESETS: dict[str, dict[str, Any]] = {
                              max_tokens=12, max_model_len=768, lora_r=8, lora_alpha=16, checkpoint_every=0)),
 }
 
+#: Compute-matched baselines (``--baselines single``): one agent trained with shared-reward GRPO on as many sampled
+#: turns per step as the team plays jointly (G x the team's joint turns per prompt), on the same tasks and held-out
+#: items; and self-consistency@k of that one model, untrained and trained, with k = the team's joint turns (k samples
+#: at the training temperature, plurality vote): what a team must beat to be worth its compute.
+BASELINES = ("single",)
+SINGLE_LABEL = "single agent (GRPO)"
+
+
 #: Ablations, one flag each: name -> (algorithm override, TrainConfig overrides).
 ABLATIONS: dict[str, tuple[str | None, dict[str, Any]]] = {
     "no_history": ("ccpo_no_history", {}),
@@ -80,6 +88,9 @@ class BenchConfig:
     """TrainConfig preset every run starts from (see ``ccpo train --help``)."""
     ablations: tuple[str, ...] = ()
     """Ablations of CCPO to add (each one flag): no_history, no_gate, simultaneous, G2, G8, alpha0.5, alpha2, eta0.5, eta2."""
+    baselines: tuple[str, ...] = ()
+    """Compute-matched baselines: ``single`` = one agent trained with GRPO on the team's joint turns per step, plus
+    self-consistency@k of that model (untrained and trained) at the team's k joint turns."""
     algos: tuple[str, ...] | None = None
     """Override the preset's algorithms."""
     envs: tuple[str, ...] | None = None
@@ -103,6 +114,9 @@ class BenchConfig:
         unknown = [a for a in self.ablations if a not in ABLATIONS]
         if unknown:
             raise ValueError(f"unknown ablation(s) {unknown}; choose from {sorted(ABLATIONS)}")
+        unknown = [b for b in self.baselines if b not in BASELINES]
+        if unknown:
+            raise ValueError(f"unknown baseline(s) {unknown}; choose from {list(BASELINES)}")
         p = BENCH_PRESETS[self.preset]
         out = []
         for env in self.envs or p["envs"]:
@@ -112,6 +126,8 @@ class BenchConfig:
                 for ab in self.ablations:
                     algo, kw = ABLATIONS[ab]
                     out.append((f"ccpo[{ab}]", env, seed, algo or "ccpo", kw))
+                if "single" in self.baselines:
+                    out.append((SINGLE_LABEL, env, seed, "grpo", {"single_agent": True}))
         return out
 
 
@@ -121,10 +137,42 @@ def _train_config(bc: BenchConfig, env: str, seed: int, algo: str, kw: dict[str,
     base = dict(BENCH_PRESETS[bc.preset]["train"])
     if bc.steps is not None:
         base["steps"] = bc.steps
+    kw = dict(kw)
+    single = kw.pop("single_agent", False)
+    name = label.replace("[", "-").replace("]", "").replace(" ", "_").replace("(", "").replace(")", "")
     over = {**base, **bc.extra, **kw, "model": bc.model, "env": env, "seed": seed, "algo": algo,
-            "out_dir": str(runs_dir), "name": f"{label.replace('[', '-').replace(']', '')}_{env}_s{seed}",
+            "out_dir": str(runs_dir), "name": f"{name}_{env}_s{seed}",
             "counterfactual_metrics": True, "tensorboard": True}
-    return preset(bc.train_preset, **over).validate()
+    cfg = preset(bc.train_preset, **over).validate()
+    if single:  # one voter alone, G x (the team's joint turns) samples per prompt: the team's generation per step
+        cfg = dataclasses.replace(cfg, env=SINGLE_ENV, team_size=1, group_size=cfg.group_size * joint_turns(cfg))
+    return cfg.validate()
+
+
+SINGLE_ENV = "vote_v0"  # a one-voter vote is one agent answering alone (its plurality is its own answer)
+
+
+def joint_turns(cfg: Any) -> int:
+    """Turns the team plays per episode in the joint world (its compute per episode, counterfactuals aside)."""
+    from ccpo_algos.build import team_topology
+
+    return len(team_topology(cfg).slots)
+
+
+def self_consistency(cfg: Any, policy: Any, k: int, adapter: Path | None) -> dict[str, Any]:
+    """Self-consistency@k on the run's held-out items: ``k`` answers of one model sampled at the training temperature,
+    plurality vote (a k-voter vote whose voters all serve ``adapter``; ``None``: the base model). Per-item scores
+    are kept for paired statistics."""
+    from ccpo_algos.build import eval_env_pool, task_source
+    from ccpo_algos.evaluation import evaluate
+
+    sc = dataclasses.replace(cfg, env=SINGLE_ENV, team_size=k, eval_samples=1).validate()
+    for j in range(k):
+        role = f"voter_{j}"
+        policy.load_adapter(role, adapter) if adapter is not None else policy.use_base(role)
+    src = task_source(sc, sc.eval_split, sc.eval_size)
+    m = evaluate(policy, eval_env_pool(sc, src, sc.eval_size), src, sc.eval_size, sc)
+    return {"k": k, "accuracy": m["eval_sampled/charts/accuracy_joint"]}
 
 
 def _final(rows: list[dict[str, float]]) -> dict[str, float]:
@@ -135,6 +183,11 @@ def _final(rows: list[dict[str, float]]) -> dict[str, float]:
     out["tokens"] = sum(r.get("perf/tokens_generated", 0.0) for r in rows)
     out["seconds"] = sum(step_seconds(r) + r.get("perf/seconds_eval", 0) for r in rows)
     return out
+
+
+def _sc_k(bc: BenchConfig, env: str, seed: int) -> int:
+    """k of the self-consistency baseline on ``env``: the team's joint turns."""
+    return joint_turns(_train_config(bc, env, seed, "grpo", {}, Path("."), "k"))
 
 
 def _reference_key(cfg: Any) -> str:
@@ -187,6 +240,7 @@ def run_suite(bc: BenchConfig, policy: Any | None = None) -> Path:
 
     from ccpo_agents.models import resolve_model
     from ccpo_algos.build import build_policy, role_prompts, team_agents, unique_dir
+    from ccpo_algos.checkpoint import latest_checkpoint
     from ccpo_algos.evaluation import evaluate_untrained, read_eval_items
     from ccpo_algos.runlog import read_metrics
     from ccpo_algos.trainer import train
@@ -219,6 +273,8 @@ def run_suite(bc: BenchConfig, policy: Any | None = None) -> Path:
         if policy is None:  # one engine for every run: adapters for the dyad's and the vote's agents
             c0 = cfgs[0][3]
             roles = list(dict.fromkeys(a for *_, c in cfgs for a in team_agents(c)))
+            roles += [f"voter_{j}" for j in range(max([_sc_k(bc, e, s) for lb, e, s, _ in cfgs if lb == SINGLE_LABEL],
+                                                      default=0)) if f"voter_{j}" not in roles]
             prompts = {k: v for *_, c in cfgs for k, v in role_prompts(c).items()}  # ids differ across topologies
             bar.set_postfix_str("starting the vLLM engine", refresh=True)
             policy = build_policy(c0, resolve_model(bc.model), roles, prompts)
@@ -261,10 +317,16 @@ def run_suite(bc: BenchConfig, policy: Any | None = None) -> Path:
             run_dir = train(dataclasses.replace(cfg, progress=False), policy=policy, on_step=on_step)
             rows = read_metrics(run_dir)
             evals = read_eval_items(run_dir)
-            results["runs"].append({"label": label, "env": env, "seed": seed, "run_dir": str(run_dir),
-                                    "config": cfg.to_dict(), "final": _final(rows),
-                                    "items": evals[max(evals)] if evals else [],
-                                    "curve": {str(k): [x["reward"] for x in v] for k, v in evals.items()}})
+            entry = {"label": label, "env": env, "seed": seed, "run_dir": str(run_dir), "config": cfg.to_dict(),
+                     "final": _final(rows), "items": evals[max(evals)] if evals else [],
+                     "curve": {str(k): [x["reward"] for x in v] for k, v in evals.items()}}
+            if label == SINGLE_LABEL:  # self-consistency of the same model at the team's k turns
+                k = _sc_k(bc, env, seed)
+                show(i, label, env, seed, f"self-consistency@{k}")
+                entry["self_consistency"] = {
+                    "untrained": self_consistency(cfg, policy, k, None),
+                    "trained": self_consistency(cfg, policy, k, latest_checkpoint(run_dir) / "adapters" / "voter_0")}
+            results["runs"].append(entry)
             results["wall_seconds"] = time.perf_counter() - t_start
             _save(results, out)
     except KeyboardInterrupt:
@@ -328,7 +390,8 @@ def table(results: dict[str, Any]) -> str:
         gain = [r["final"][greedy] - untrained[(env, r["seed"])][greedy] for r in runs if (env, r["seed"]) in untrained]
         samp = [f[sampled] for f in finals if sampled in f]
         alone = [f[alone_key] for f in finals if alone_key in f]
-        contrib = [v for f in finals for k, v in f.items() if k.startswith("eval/credit/contribution_rate_")]
+        contrib = [v for f in finals for k, v in f.items() if k.startswith("eval/credit/contribution_rate_")
+                   and label != SINGLE_LABEL]  # an agent alone has no teammate to contribute beside
         lines.append(f"| {env} | {label} | {len(runs)} | {_agg(acc)} | {_agg(gain, signed=True)} | {_agg(samp)} | "
                      f"{_agg(alone)} | {_agg(contrib)} | {sum(f['tokens'] for f in finals) / len(finals):.0f} | "
                      f"{_per_item([x for r in runs for x in r.get('items', [])])} | "
@@ -337,6 +400,15 @@ def table(results: dict[str, Any]) -> str:
         c = results["runs"][0]["config"]
         lines += ["", f"Sampled accuracy: mean over {c['eval_samples']} episodes per held-out task at the training "
                   f"temperature {c['temperature']} (same seeds for every team). Greedy is the paper's metric."]
+    sc = [r for r in results["runs"] if r.get("self_consistency")]
+    if sc:
+        lines += ["", "Compute-matched baselines: one agent trained with shared-reward GRPO on the team's joint turns "
+                  "per step (the row above), and self-consistency@k of that model (k answers sampled at the training "
+                  "temperature, plurality vote; k = the team's joint turns):", ""]
+        for env in dict.fromkeys(r["env"] for r in sc):
+            rs = [r["self_consistency"] for r in sc if r["env"] == env]
+            lines.append(f"- {env}: self-consistency@{rs[0]['trained']['k']} untrained {_agg([x['untrained']['accuracy'] for x in rs])}, "
+                         f"trained single agent {_agg([x['trained']['accuracy'] for x in rs])}")
     lines += comparison_section(results)
     ratios = step_time_ratios(results)
     if ratios:

@@ -408,9 +408,10 @@ def test_sigterm_stops_every_process_and_leaves_the_run_resumable(tiny_model, tm
 
 @pytest.mark.slow
 def test_bench_suite_writes_table_plots_and_report(tiny_model, vllm_engine, tmp_path):
-    from benchmarks.suite import BenchConfig, report, run_suite
+    from benchmarks.suite import SINGLE_LABEL, BenchConfig, report, run_suite
 
     bc = BenchConfig(preset="smoke", out_dir=str(tmp_path), model=tiny_model, ablations=("no_history",),
+                     baselines=("single",),
                      extra={"task": "parity_stub", "truncation": "off", "progress": False, "eval_samples": 2})
     out = run_suite(bc, policy=vllm_engine)
     res = json.loads((out / "results.json").read_text())
@@ -418,10 +419,19 @@ def test_bench_suite_writes_table_plots_and_report(tiny_model, vllm_engine, tmp_
     for m in [r["final"] for r in res["runs"]] + [r["metrics"] for r in res["references"]]:
         assert 0.0 <= m[sampled] <= 1.0 and 0.0 <= m["eval/charts/accuracy_joint"] <= 1.0
     assert {(r["label"], r["env"]) for r in res["runs"]} == {
-        (a, e) for a in ("ccpo", "grpo", "ccpo[no_history]") for e in ("dyad_v0", "vote_v0")}
+        (a, e) for a in ("ccpo", "grpo", "ccpo[no_history]", SINGLE_LABEL) for e in ("dyad_v0", "vote_v0")}
+    # the compute-matched single agent: one voter, G x the team's joint turns per prompt, on the same items
+    for r in res["runs"]:
+        if r["label"] == SINGLE_LABEL:
+            k = 2 if r["env"] == "dyad_v0" else 3
+            assert (r["config"]["env"], r["config"]["team_size"], r["config"]["group_size"]) == ("vote_v0", 1, 2 * k)
+            sc = r["self_consistency"]
+            assert sc["trained"]["k"] == sc["untrained"]["k"] == k
+            assert all(0.0 <= sc[x]["accuracy"] <= 1.0 for x in ("trained", "untrained"))
     assert len(res["references"]) == 2
     table_md = (out / "table.md").read_text()
     assert "untrained team" in table_md and "ccpo[no_history]" in table_md and "Sampled accuracy: mean over 2" in table_md
+    assert "dyad_v0: self-consistency@2 untrained" in table_md and "vote_v0: self-consistency@3" in table_md
     ref = {r["env"]: r["metrics"]["eval/charts/accuracy_joint"] for r in res["references"]}
     row = next(ln for ln in table_md.splitlines() if ln.startswith("| dyad_v0 | grpo |"))
     gain = next(r["final"]["eval/charts/accuracy_joint"] for r in res["runs"] if r["label"] == "grpo"
