@@ -25,6 +25,7 @@ class Algorithm:
         needs_counterfactual: rollouts must play the "agent removed" episodes (the dyad's solo reasoner).
         needs_coalitions: the credit reads every coalition's outcome (``infos["reward_coalitions"]``), which only
             independent topologies record.
+        needs_groups: the advantage compares sibling samples of a prompt (GRPO-style), so ``group_size >= 2``.
     """
 
     credit: Callable
@@ -32,12 +33,14 @@ class Algorithm:
     needs_critic: bool
     needs_counterfactual: bool
     needs_coalitions: bool = False
+    needs_groups: bool = True
 
 
 ALGORITHMS: dict[str, Algorithm] = {
     "ccpo": Algorithm(cr.ccpo_credit, adv.grpo_advantage, needs_critic=False, needs_counterfactual=True),
     "grpo": Algorithm(cr.shared_credit, adv.grpo_advantage, needs_critic=False, needs_counterfactual=False),
-    "mappo": Algorithm(cr.team_credit, adv.mappo_advantage, needs_critic=True, needs_counterfactual=False),
+    "mappo": Algorithm(cr.team_credit, adv.mappo_advantage, needs_critic=True, needs_counterfactual=False,
+                       needs_groups=False),
     # the released recipe (bhai114/ccpo CCPO/ tree): ±1 outcomes, solo baseline, event bonus, mean-centred GRPO
     "ccpo_v2": Algorithm(cr.ccpo_v2_credit, adv.grpo_mean_advantage, needs_critic=False, needs_counterfactual=True),
     # peers (SPEC "More credit methods"); Dr. MAS's per-(prompt, agent) normalisation of the shared reward is the
@@ -45,7 +48,8 @@ ALGORITHMS: dict[str, Algorithm] = {
     # MAGRPO (CoMLRL magrpo.py::_compute_advantages): the joint return, minus its sibling samples' mean, no std
     "magrpo": Algorithm(cr.team_credit, adv.grpo_mean_advantage, needs_critic=False, needs_counterfactual=False),
     # SPIRAL's role-conditioned advantage estimation: R - b_role, a running baseline per role
-    "rae": Algorithm(cr.rae_credit, adv.identity_advantage, needs_critic=False, needs_counterfactual=False),
+    "rae": Algorithm(cr.rae_credit, adv.identity_advantage, needs_critic=False, needs_counterfactual=False,
+                     needs_groups=False),
     # exact Shapley values over all coalitions, from the recorded answers of an independent team (the vote)
     "shapley": Algorithm(cr.exact_shapley_credit, adv.grpo_advantage, needs_critic=False, needs_counterfactual=False,
                          needs_coalitions=True),

@@ -17,9 +17,13 @@ from typing import Any
 from ccpo_algos.algorithms import ALGORITHMS
 from ccpo_algos.credit import TRUNCATION_RULES
 from ccpo_algos.loss import AGG_MODES, POLICY_LOSSES
+from ccpo_agents.hardware import DTYPES
+from ccpo_envs.aggregate import TIE_RULES
 from ccpo_envs.registry import ENVS, team_env_options, team_probe
+from ccpo_envs.topology import TEMPLATES
 
 SCHEDULES = ("alternate", "alternate_v2", "simultaneous")
+FINETUNE = ("lora", "full")
 PI_OLD = ("trainer", "engine")
 
 
@@ -232,8 +236,8 @@ class TrainConfig:
             bad(f"env={self.env!r} with env_options={list(self.env_options)}: {e}")
         for name, allowed in (("schedule", SCHEDULES), ("truncation", TRUNCATION_RULES), ("pi_old", PI_OLD),
                               ("loss", tuple(POLICY_LOSSES)), ("loss_agg", AGG_MODES),
-                              ("tie_rule", ("expected", "strict")), ("template", ("v1", "v2")),
-                              ("finetune", ("lora", "full")), ("dtype", ("auto", "bfloat16", "float16", "float32"))):
+                              ("tie_rule", TIE_RULES), ("template", TEMPLATES), ("finetune", FINETUNE),
+                              ("dtype", DTYPES)):
             if getattr(self, name) not in allowed:
                 bad(f"{name}={getattr(self, name)!r}; choose one of {list(allowed)}")
         for f in dataclasses.fields(self):  # NaN / inf would silently ruin the adapters
@@ -266,8 +270,8 @@ class TrainConfig:
                 bad(f"{name}={getattr(self, name)} must be in (0, 1); typical LoRA values are 1e-5 .. 1e-3")
         if not 0 < self.top_p <= 1:
             bad(f"top_p={self.top_p} must be in (0, 1]")
-        if self.group_size < 2 and self.algo != "mappo":
-            bad(f"group_size={self.group_size}: GRPO advantages need >= 2 samples per prompt")
+        if self.group_size < 2 and ALGORITHMS[self.algo].needs_groups:
+            bad(f"group_size={self.group_size}: {self.algo}'s advantage compares >= 2 samples per prompt")
         if self.dual_clip is not None and self.dual_clip <= 1:
             bad(f"dual_clip={self.dual_clip} must be > 1 (or None)")
         if self.task_path is not None and (self.task.startswith("rg:") or self.task in _generated_sets()):

@@ -56,14 +56,18 @@ def group_answers(answers: Sequence[str | None], same: Same) -> list[list[int]]:
     return groups
 
 
+#: Plurality tie rules.
+TIE_RULES = ("expected", "strict")
+
+
 def plurality(tie_rule: str = "expected") -> Aggregator:
     """Plurality vote over equivalence groups; unparseable answers cast no vote.
 
     Ties: ``expected`` - the reward is the mean correctness of the tied answers (the expectation under a uniform
     random pick among them: deterministic and unbiased); ``strict`` - a tie scores 0.
     """
-    if tie_rule not in ("expected", "strict"):
-        raise ValueError(f"tie_rule={tie_rule!r}: use 'expected' or 'strict'")
+    if tie_rule not in TIE_RULES:
+        raise ValueError(f"tie_rule={tie_rule!r}: use one of {TIE_RULES}")
 
     def aggregate(answers: Mapping[str, str | None], correct: Correct, same: Same) -> Outcome:
         values = list(answers.values())
