@@ -22,6 +22,7 @@ import torch
 from ccpo_agents.policy import Completion, Policy, Request, SamplingConfig
 from ccpo_algos.credit import CreditBatch
 from ccpo_envs.episode import TruncatedMessage
+from ccpo_envs.outcome import EpisodeOutcome
 from ccpo_envs.task import Task
 from ccpo_envs.topology import Topology, downstream
 
@@ -98,23 +99,24 @@ class RolloutBatch:
     def credit_batch(self, gate_source: torch.Tensor, group_offset: int = 0) -> CreditBatch:
         """The credit inputs of this batch; ``group_offset`` makes group ids unique across data-parallel ranks."""
         E, A = len(self), len(self.agents)
-        team = torch.tensor([float(i["reward_joint"]) for i in self.infos])  # (E,)
+        outs = [EpisodeOutcome.from_info(i) for i in self.infos]  # the typed contract; names a missing key
+        team = torch.tensor([float(o.reward_joint) for o in outs])  # (E,)
         removed = torch.full((E, A), float("nan"))  # (E, A)
-        for e, info in enumerate(self.infos):
-            for k, r in info.get("reward_removed", {}).items():
+        for e, o in enumerate(outs):
+            for k, r in o.reward_removed.items():
                 removed[e, self.agents.index(k)] = float(r)
         finished = torch.tensor([[all(c.finished for c in self.agent_turns(e, a)) for a in self.agents]
                                  for e in range(E)])
         coalitions = None
-        if self.infos and all("reward_coalitions" in i for i in self.infos):  # bitmask order = self.agents
-            coalitions = torch.tensor([i["reward_coalitions"] for i in self.infos], dtype=torch.float32)
+        if outs and all(o.reward_coalitions is not None for o in outs):  # bitmask order = self.agents
+            coalitions = torch.tensor([o.reward_coalitions for o in outs], dtype=torch.float32)
         per_turn = None
-        if self.infos and all("score_by_stage" in i for i in self.infos):
-            T = max(len(s) for i in self.infos for s in i["score_by_stage"].values())
+        if outs:
+            T = max(len(s) for o in outs for s in o.score_by_stage.values())
             per_turn = torch.full((E, A, T), float("nan"))  # (E, A, T)
-            for e, info in enumerate(self.infos):
+            for e, o in enumerate(outs):
                 for j, a in enumerate(self.agents):
-                    scores = info["score_by_stage"][a]
+                    scores = o.score_by_stage[a]
                     per_turn[e, j, :len(scores)] = torch.tensor(scores, dtype=torch.float32)
         return CreditBatch(team, removed, finished, gate_source, self.group_ids + group_offset, coalitions, per_turn)
 

@@ -12,6 +12,7 @@ from ccpo_envs.aggregate import Outcome, answer_of, group_answers, plurality
 from ccpo_envs.check import check_env
 from ccpo_envs.env import PendingTurn, PlannedTurn, TeamAECEnv, TeamParallelEnv
 from ccpo_envs.episode import TRUNCATION_RULES, TruncatedMessage
+from ccpo_envs.outcome import EpisodeOutcome
 from ccpo_envs.registry import ENVS, TEAM_SETTINGS, make, register_env, resolve_source, without_removals
 from ccpo_envs.sources import (
     HUB_SPECS,
@@ -42,6 +43,7 @@ from ccpo_envs.verify import (
 
 __all__ = [
     "ENVS",
+    "EpisodeOutcome",
     "HUB_SPECS",
     "RG_SETS",
     "TEAM_SETTINGS",

@@ -24,7 +24,8 @@ score 0 if wrong. A non-``str`` action raises ``TypeError`` and changes nothing.
 **Rewards.** Every agent receives the team reward ``R_joint`` when the episode ends (the shared reward PettingZoo
 users expect); per-agent credit is the algorithms' business, from the counterfactual outcomes in ``infos``.
 
-**Infos at the end of an episode** (the same dict for every agent):
+**Infos at the end of an episode** (the same dict for every agent: ``EpisodeOutcome.to_info()``, the typed record of
+:mod:`ccpo_envs.outcome` that drivers read back with ``EpisodeOutcome.from_info``):
 
 ==========================  ==========================================================================
 key                         meaning
@@ -307,7 +308,7 @@ class TeamAECEnv(_TeamBase, AECEnv):
         ep = self.episode
         ep.record(text)
         if ep.done:
-            info = ep.outcome()
+            info = ep.outcome().to_info()
             for a in self.agents:
                 self.rewards[a] = float(info["reward_joint"])
                 self.terminations[a] = True
@@ -357,7 +358,7 @@ class TeamParallelEnv(_TeamBase, ParallelEnv):
             ep.record(text)
         agents = self.agents
         if ep.done:
-            info = ep.outcome()
+            info = ep.outcome().to_info()
             obs = {a: self._obs(a, False) for a in agents}
             rewards = {a: float(info["reward_joint"]) for a in agents}
             infos = {a: dict(info) for a in agents}

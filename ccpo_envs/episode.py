@@ -5,9 +5,9 @@ Pure Python over text; the PettingZoo classes in :mod:`ccpo_envs.env` only adapt
 
 from __future__ import annotations
 
-from typing import Any
 
 from ccpo_envs.aggregate import Outcome
+from ccpo_envs.outcome import EpisodeOutcome
 from ccpo_envs.task import Task
 from ccpo_envs.topology import Topology, Turn, downstream, downstream_slots, turn_plan
 from ccpo_envs.verify import Verifier, safe_equivalent, safe_extract, safe_score_answer
@@ -190,8 +190,9 @@ class Episode:
             out[mask] = self.topo.aggregator({a: answers[a] for a in members}, self._correct, self._same).reward
         return out
 
-    def outcome(self) -> dict[str, Any]:
-        """Everything the algorithms need, under the keys documented in :mod:`ccpo_envs.env`."""
+    def outcome(self) -> EpisodeOutcome:
+        """Everything the algorithms need (:class:`~ccpo_envs.outcome.EpisodeOutcome`; its ``to_info()`` holds the
+        keys documented in :mod:`ccpo_envs.env`)."""
         assert self.done, "outcome() before the episode ended"
         answers = self._answers(None)
         joint = self._aggregate(None, answers)
@@ -201,7 +202,7 @@ class Episode:
             ans_k = self._answers(k)
             out_k = self._aggregate(k, ans_k)
             removed_reward[k], removed_answer[k], removed_answers[k] = out_k.reward, out_k.team_answer, ans_k
-        return {
+        return EpisodeOutcome(**{
             "task_id": self.task.task_id,
             "question": self.task.question,
             "gold": self.task.answer,
@@ -229,4 +230,4 @@ class Episode:
                 i in self.skipped for i, t in enumerate(self.turns) if t.agent == a and t.removed is None)],
             **({"reward_coalitions": self.coalition_rewards(answers)}
                if self.topo.independent and len(self.topo.agents) <= MAX_COALITION_AGENTS else {}),
-        }
+        })

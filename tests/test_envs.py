@@ -348,4 +348,19 @@ def test_dependent_topologies_record_no_coalitions():
             env.step(None)
         else:
             env.step("\\boxed{5}")
-    assert "reward_coalitions" not in env.unwrapped.episode.outcome() and not env.unwrapped.topology.independent
+    assert env.unwrapped.episode.outcome().reward_coalitions is None and not env.unwrapped.topology.independent
+
+
+def test_episode_outcome_round_trips_and_names_missing_keys():
+    from ccpo_envs import EpisodeOutcome
+
+    env = ccpo_envs.make("vote_v0", source="arith_easy", size=5)
+    env.reset(seed=0)
+    _, _, _, _, infos = env.step({a: "\\boxed{1}" for a in env.agents})
+    info = infos["voter_0"]
+    out = EpisodeOutcome.from_info(info)
+    assert out.to_info() == info and out.reward_coalitions is not None
+    with pytest.raises(ValueError, match="lack \\['reward_removed'\\]"):
+        EpisodeOutcome.from_info({k: v for k, v in info.items() if k != "reward_removed"})
+    with pytest.raises(ValueError, match="non-numeric"):
+        EpisodeOutcome.from_info({**info, "reward_joint": "1"})
