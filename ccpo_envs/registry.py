@@ -139,7 +139,7 @@ def register_env(name: str, native: str, build: Callable[..., Any], settings: tu
             a team env (:class:`~ccpo_envs.TeamAECEnv` / :class:`~ccpo_envs.TeamParallelEnv`) and calls ``build``
             with ``source=`` (a task source), ``truncation=`` and ``counterfactual=`` (whether the algorithm uses
             the "agent removed" worlds; without them build the topology with :func:`without_removals`), the team
-            settings named in ``settings`` and the run's ``env_kwargs``.
+            settings named in ``settings`` and the run's ``--env-options``.
         settings: which of :data:`TEAM_SETTINGS` the builder takes from the trainer's config.
     """
     if native not in ("aec", "parallel"):

@@ -542,3 +542,17 @@ def test_run_folders_written_with_earlier_field_names_still_load(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps(old))
     loaded = load_run_config(tmp_path)
     assert (loaded.team_size, loaded.advisor_prompt, loaded.answer_prompt) == (5, "plan", "solve")
+
+
+@pytest.mark.parametrize("name", ["default", "full", "long", "study"])
+def test_every_bench_preset_has_its_held_out_items(name):
+    """Each preset's runs validate and their task source can supply eval_size distinct held-out items (a generator
+    with a small problem space cannot: found when the study first ran)."""
+    from benchmarks.suite import BenchConfig, _train_config
+    from ccpo_algos.build import task_source
+
+    bc = BenchConfig(preset=name)
+    for label, env, seed, algo, kw in bc.runs()[:2]:
+        cfg = _train_config(bc, env, seed, algo, kw, Path("."), label)
+        src = task_source(cfg, cfg.eval_split, cfg.eval_size)
+        assert len({src[i].question for i in range(cfg.eval_size)}) == cfg.eval_size  # generated lazily: ask all
