@@ -50,7 +50,7 @@ BENCH_PRESETS: dict[str, dict[str, Any]] = {
     # most): the cpu preset's `arith_1d` has only ~36 distinct held-out questions.
     "study": dict(algos=("ccpo", "grpo"), envs=("dyad_v0", "vote_v0"), seeds=tuple(range(16)),
                   train=dict(task="arith_easy", steps=10, prompts_per_step=4, group_size=4, eval_size=128,
-                             eval_every=5)),
+                             eval_every=5, eval_samples=0)),  # greedy only: the paired statistics read greedy items
     # Tiny random model, for tests of the suite itself.
     "smoke": dict(algos=("ccpo", "grpo"), envs=("dyad_v0", "vote_v0"), seeds=(0,),
                   train=dict(steps=2, prompts_per_step=2, group_size=2, eval_size=4, eval_every=0,
