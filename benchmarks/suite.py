@@ -44,7 +44,8 @@ BENCH_PRESETS: dict[str, dict[str, Any]] = {
     # CCPO vs shared GRPO sized to detect a 5-point difference (benchmarks/stats.py minimal_detectable_difference):
     # with a seed-to-seed sd of ~0.05 (measured: 2-7 points) training noise dominates, and the normal approximation
     # needs ~16 seeds per method and topology whatever the item count; 128 held-out items keep the item term small.
-    # 64 runs of ~6 min on a 2-core CPU: 6-7 hours. Resumable (`ccpo bench --resume FOLDER`), so it can run in parts;
+    # 64 runs of ~6-13 min on a 2-core CPU: 6-12 hours. Runs seed by seed; `--budget-minutes M` and
+    # `ccpo bench --resume FOLDER` run it in parts;
     # the table's power line re-estimates the design's detectable difference from the variances it measured.
     # Its task is `arith_easy` (1-2 digit + -: ~40 % greedy for the untrained dyad, mid-range where accuracy varies
     # most): the cpu preset's `arith_1d` has only ~36 distinct held-out questions.
@@ -85,7 +86,7 @@ class BenchConfig:
 
     preset: str = "default"
     """Suite preset: default (CPU, 25-45 min on 2 cores), full (3 seeds), long, study (CCPO vs GRPO, 16 seeds, 128
-    held-out items: sized to detect 5 points; 6-7 h on 2 cores, resumable), smoke."""
+    held-out items: sized to detect 5 points; 6-12 h on 2 cores, runs in parts), smoke."""
     out_dir: str = "results"
     """Parent folder; each invocation writes a new ``bench-<time>`` folder in it."""
     model: str = "embedded"
@@ -110,6 +111,9 @@ class BenchConfig:
     resume: str | None = None
     """Finish an interrupted bench: this result folder's own configuration is used (other flags are ignored);
     finished runs and references are kept, a half-done run continues from its last checkpoint."""
+    budget_minutes: float | None = None
+    """Start no new run after this many minutes of this invocation (the run in progress finishes): a long study runs
+    in parts, each resumed with ``--resume FOLDER --budget-minutes M``."""
     verbose: bool = False
     """Show vLLM's and transformers' INFO logs (off: one progress bar, warnings once each)."""
 
@@ -124,9 +128,9 @@ class BenchConfig:
         if unknown:
             raise ValueError(f"unknown baseline(s) {unknown}; choose from {list(BASELINES)}")
         p = BENCH_PRESETS[self.preset]
-        out = []
-        for env in self.envs or p["envs"]:
-            for seed in self.seeds or p["seeds"]:
+        out = []  # seed-major: a study stopped part-way holds whole seeds, every topology and method in each
+        for seed in self.seeds or p["seeds"]:
+            for env in self.envs or p["envs"]:
                 for algo in self.algos or p["algos"]:
                     out.append((algo, env, seed, algo, {}))
                 for ab in self.ablations:
@@ -225,7 +229,7 @@ def load_result_folder(folder: str) -> tuple[BenchConfig, Path, dict[str, Any]]:
         results = json.loads((out / "results.json").read_text())
         fields = {f.name for f in dataclasses.fields(BenchConfig)}
         bc = BenchConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in results["config"].items()
-                            if k in fields and k not in ("resume", "verbose")})
+                            if k in fields and k not in ("resume", "verbose", "budget_minutes")})
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise ValueError(f"--resume {folder}: not a bench result folder with a readable results.json ({e})") from None
     return bc, out, results
@@ -251,8 +255,10 @@ def run_suite(bc: BenchConfig, policy: Any | None = None) -> Path:
     from ccpo_algos.runlog import read_metrics
     from ccpo_algos.trainer import train
 
+    t_call, budget = time.perf_counter(), bc.budget_minutes
     if bc.resume:
         bc, out, results = load_result_folder(bc.resume)
+        bc.budget_minutes = budget  # the budget belongs to this invocation, not to the folder
     else:
         bc.runs()  # validates before anything heavy happens
         out = unique_dir(bc.out_dir, f"bench-{time.strftime('%Y%m%d-%H%M%S')}")
@@ -307,6 +313,14 @@ def run_suite(bc: BenchConfig, policy: Any | None = None) -> Path:
             _save(results, out)
             bar.update(1)
         for label, env, seed, cfg in todo:
+            if budget is not None and time.perf_counter() - t_call > 60 * budget:
+                results["wall_seconds"] = time.perf_counter() - t_start
+                _save(results, out)
+                bar.close()
+                print(f"\nbudget of {budget:g} min spent: {len(results['runs'])}/{len(cfgs)} runs done in {out}; "
+                      f"continue with `ccpo bench --resume {out}`")
+                plot(results, out)
+                return out
             i = cfgs.index((label, env, seed, cfg)) + 1
             show(i, label, env, seed, 0)
             run_dir = Path(cfg.out_dir) / cfg.name
@@ -466,6 +480,8 @@ def plot(results: dict[str, Any], out: Path) -> None:
     from ccpo_algos.runlog import read_metrics
 
     envs = sorted({r["env"] for r in results["runs"]})
+    if not envs:  # no training run finished yet: nothing to draw
+        return
     fig, axes = plt.subplots(2, len(envs), figsize=(7.5 * len(envs), 7), squeeze=False)
     fig2, axes2 = plt.subplots(1, len(envs), figsize=(7.5 * len(envs), 4), squeeze=False)
     for j, env in enumerate(envs):

@@ -501,6 +501,23 @@ def test_interrupted_bench_leaves_partial_results_and_resumes(tiny_model, vllm_e
 
 
 @pytest.mark.slow
+def test_bench_budget_stops_between_runs_and_resume_keeps_going(tiny_model, vllm_engine, tmp_path, capsys):
+    """--budget-minutes 0: the references run, no training run starts, the folder is readable and names the resume
+    command; resuming with a budget of its own does not inherit the folder's."""
+    from benchmarks.suite import BenchConfig, run_suite
+
+    bc = BenchConfig(preset="smoke", out_dir=str(tmp_path), model=tiny_model, seeds=(0,), envs=("vote_v0",),
+                     algos=("grpo",), budget_minutes=0,
+                     extra={"task": "parity_stub", "truncation": "off", "checkpoint_every": 0})
+    out = run_suite(bc, policy=vllm_engine)
+    res = json.loads((out / "results.json").read_text())
+    assert len(res["references"]) == 1 and res["runs"] == []
+    assert f"--resume {out}" in capsys.readouterr().out
+    assert run_suite(BenchConfig(resume=str(out)), policy=vllm_engine) == out
+    assert len(json.loads((out / "results.json").read_text())["runs"]) == 1
+
+
+@pytest.mark.slow
 def test_data_parallel_two_cpu_ranks_on_gloo(tiny_model, tmp_path):
     """torchrun, 2 ranks, gloo: each rank plays its half of the prompts; averaged gradients keep the ranks' weights
     identical, and they did change."""
@@ -556,3 +573,15 @@ def test_every_bench_preset_has_its_held_out_items(name):
         cfg = _train_config(bc, env, seed, algo, kw, Path("."), label)
         src = task_source(cfg, cfg.eval_split, cfg.eval_size)
         assert len({src[i].question for i in range(cfg.eval_size)}) == cfg.eval_size  # generated lazily: ask all
+
+
+def test_bench_runs_are_seed_major():
+    """A study interrupted part-way holds whole seeds: every (topology, method) of seed s before any of seed s+1."""
+    from benchmarks.suite import BenchConfig
+
+    plan = BenchConfig(preset="study").runs()
+    seeds = [seed for _, _, seed, _, _ in plan]
+    assert seeds == sorted(seeds)
+    per_seed = len(plan) // len(set(seeds))
+    first = {(label, env) for label, env, *_ in plan[:per_seed]}
+    assert first == {(a, e) for a in ("ccpo", "grpo") for e in ("dyad_v0", "vote_v0")}
