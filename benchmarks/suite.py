@@ -77,6 +77,7 @@ ABLATIONS: dict[str, tuple[str | None, dict[str, Any]]] = {
     "alpha2": (None, {"alpha": 2.0}),
     "eta0.5": (None, {"eta": 0.5}),
     "eta2": (None, {"eta": 2.0}),
+    "trunc_fail": (None, {"truncated_as_failure": True}),  # a truncated episode shaped as a failure (not reference)
 }
 
 
@@ -94,7 +95,8 @@ class BenchConfig:
     train_preset: str = "cpu"
     """TrainConfig preset every run starts from (see ``ccpo train --help``)."""
     ablations: tuple[str, ...] = ()
-    """Ablations of CCPO to add (each one flag): no_history, no_gate, simultaneous, G2, G8, alpha0.5, alpha2, eta0.5, eta2."""
+    """Ablations of CCPO to add (each one flag): no_history, no_gate, simultaneous, G2, G8, alpha0.5, alpha2, eta0.5, eta2,
+    trunc_fail (a truncated episode shaped as a failed one instead of the reference's 0 after shaping)."""
     baselines: tuple[str, ...] = ()
     """Compute-matched baselines: ``single`` = one agent trained with GRPO on the team's joint turns per step, plus
     self-consistency@k of that model (untrained and trained) at the team's k joint turns."""

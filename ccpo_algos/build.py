@@ -75,7 +75,8 @@ def credit_config(cfg: TrainConfig) -> CreditConfig:
     """The credit settings of a run."""
     return CreditConfig(alpha=cfg.alpha, eta=cfg.eta, decay=cfg.ema_decay, truncation=cfg.truncation,
                         min_samples=cfg.min_samples, cf_lambda=cfg.cf_lambda,
-                        group_solo_baseline=cfg.group_solo_baseline, event_bonus=cfg.event_bonus)
+                        group_solo_baseline=cfg.group_solo_baseline, event_bonus=cfg.event_bonus,
+                        truncated_as_failure=cfg.truncated_as_failure)
 
 
 def warmup_schedule(opt: torch.optim.Optimizer, steps: int) -> torch.optim.lr_scheduler.LambdaLR:

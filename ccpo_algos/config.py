@@ -113,6 +113,10 @@ class TrainConfig:
     """A turn cut at ``max_tokens``: ``episode`` (the reference: the episode ends there, a truncated thinker means
     no reasoner turn and R_joint = 0, and every agent's reward of that episode is 0), ``turn`` (only that agent's
     reward is 0; the episode goes on) or ``off`` (rewards kept; debugging and plumbing tests only)."""
+    truncated_as_failure: bool = False
+    """Not in the reference (``episode`` rule only): shape an episode with a truncated turn as a failed one
+    (``R_joint = 0``) instead of giving every agent 0 after shaping, which sits above a wrong answer's normalised
+    credit and pays CCPO's agents to run out of tokens (benchmarks/measured/2026-11-25-cpu-numbers-fixed/)."""
     min_samples: int = 10
     """CCPO passes raw Δ / R_joint through until this many values have been seen per signal (the reference)."""
     cf_lambda: float = 0.2
@@ -244,6 +248,9 @@ class TrainConfig:
             v = getattr(self, f.name)
             if isinstance(v, float) and not math.isfinite(v):
                 bad(f"{f.name}={v} must be a finite number")
+        if self.truncated_as_failure and self.truncation != "episode":
+            bad(f"truncated_as_failure needs truncation='episode' (got {self.truncation!r}): it reshapes the "
+                "episodes that rule ends")
         if self.finetune == "full" and self.backend != "vllm":
             bad("finetune='full' serves each role from its own in-process engine: use backend=vllm")
         if self.temperature <= 0:

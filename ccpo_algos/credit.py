@@ -27,6 +27,7 @@ skipped) joint turn to 0 after shaping; ``turn`` zeroes only the truncated agent
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -107,6 +108,13 @@ class CreditConfig:
         cf_lambda: ``ccpo_v2``'s bonus weight λ (``counterfactual_lambda``, >= 0).
         group_solo_baseline: ``ccpo_v2``'s solo baseline is the prompt-group mean (off: paired by index).
         event_bonus: ``ccpo_v2``'s bonus is the helped/hurt event (off: ``0.5·(R_J − b)``).
+        truncated_as_failure: not in the reference. An episode with a truncated joint turn (``episode`` rule) is
+            shaped as a failed episode (``R_joint = 0``) like any other instead of getting 0 after shaping. After
+            normalisation 0 is the *average* shaped reward and a finished wrong answer scores below it, so the
+            reference's rule pays an agent to run out of tokens (measured: CCPO collapsed to 100 % truncation on
+            CPU, ``benchmarks/measured/2026-11-25-cpu-numbers-fixed/``); under this option truncating is worth
+            what failing is. Rules on the raw 0/1 scale (shared GRPO, RAE, MAPPO, the per-turn rules) do not
+            change: a failure is 0 there already. Only with the ``episode`` rule.
     """
 
     alpha: float = 1.0
@@ -119,6 +127,7 @@ class CreditConfig:
     cf_lambda: float = 0.2
     group_solo_baseline: bool = True
     event_bonus: bool = True
+    truncated_as_failure: bool = False
 
 
 @dataclass(frozen=True)
@@ -194,12 +203,26 @@ def finished_mask(finished: Tensor, truncation: str) -> Tensor:
     raise ValueError(f"truncation={truncation!r}: use one of {TRUNCATION_RULES}")
 
 
+def _scored(batch: CreditBatch, cfg: CreditConfig) -> CreditBatch:
+    """The outcomes a credit rule shapes: as recorded, or under ``truncated_as_failure`` with ``R_joint = 0`` for
+    every episode with a truncated joint turn (the env's ``episode`` rule scores it so already)."""
+    if not cfg.truncated_as_failure:
+        return batch
+    ended = batch.finished.all(dim=1)
+    return dataclasses.replace(batch, team_reward=batch.team_reward * ended.to(batch.team_reward.dtype))
+
+
 def _mask(rewards: Tensor, batch: CreditBatch, cfg: CreditConfig) -> Tensor:
+    """Shaped rewards after truncation: 0 where the rule masks them (the reference), or kept as shaped from the
+    failed outcome under ``truncated_as_failure``."""
+    if cfg.truncated_as_failure:
+        return rewards
     return rewards * finished_mask(batch.finished, cfg.truncation).to(rewards.dtype)
 
 
 def shared_credit(batch: CreditBatch, state: EmaState | None, cfg: CreditConfig) -> tuple[Tensor, EmaState | None]:
     """Every agent gets the team reward ``R_joint``. Returns ``(E, A)``."""
+    batch = _scored(batch, cfg)
     E, A = batch.removed_reward.shape
     r = batch.team_reward[:, None].expand(E, A).to(torch.float64)
     return _mask(r, batch, cfg), state
@@ -218,12 +241,14 @@ def team_credit(batch: CreditBatch, state: EmaState | None, cfg: CreditConfig) -
 
 def difference_credit(batch: CreditBatch, state: EmaState | None, cfg: CreditConfig) -> tuple[Tensor, EmaState | None]:
     """``Δ_k = R_joint − R_¬k`` for removable agents, ``R_joint`` for the others. Returns ``(E, A)``."""
+    batch = _scored(batch, cfg)
     r = torch.where(batch.removable[None, :], batch.delta().to(torch.float64),
                     batch.team_reward[:, None].to(torch.float64).expand_as(batch.removed_reward))
     return _mask(r, batch, cfg), state
 
 
 def _ccpo(batch: CreditBatch, state: EmaState | None, cfg: CreditConfig, gate: bool) -> tuple[Tensor, EmaState]:
+    batch = _scored(batch, cfg)
     E, A = batch.removed_reward.shape
     sig = _signals(batch)
     state = state if state is not None else EmaState.zeros(2 * A + 1)
@@ -270,6 +295,7 @@ def shapley_credit(batch: CreditBatch, state: EmaState | None, cfg: CreditConfig
     Removable agent: ``0.5·(R_joint − R_¬k)``; gated agent: ``0.5·R_¬k + 0.5·R_joint`` (the mean over its
     sources ``k``); others: ``R_joint``. For the dyad the two shares sum to ``R_joint``.
     """
+    batch = _scored(batch, cfg)
     E, A = batch.removed_reward.shape
     team = batch.team_reward.to(torch.float64)
     removed = torch.nan_to_num(batch.removed_reward, nan=0.0).to(torch.float64)
@@ -334,6 +360,7 @@ def rae_credit(batch: CreditBatch, state: EmaState | None, cfg: CreditConfig) ->
     ``A_k = R − b_k`` with ``b_k`` read *before* this batch updates it, then ``b_k ← 0.95·b_k + 0.05·mean(R_k)``
     over the batch's episodes; ``b_k`` starts at 0. ``R`` is the shared team reward after truncation. The state is
     an :class:`EmaState` whose ``mean`` holds ``b`` (``m2`` unused), so it checkpoints like CCPO's. ``(E, A)``."""
+    batch = _scored(batch, cfg)
     E, A = batch.removed_reward.shape
     r = _mask(batch.team_reward[:, None].expand(E, A).to(torch.float64), batch, cfg)
     state = state if state is not None else EmaState.zeros(A)
@@ -366,6 +393,7 @@ def exact_shapley_credit(batch: CreditBatch, state: EmaState | None, cfg: Credit
     ``R_¬k`` is the one-removal special case; no extra generation). Efficient: ``Σ_k φ_k = R_joint`` (``v(∅) = 0``);
     symmetric voters get equal values; a voter who never changes any coalition's outcome gets 0. Truncation as
     every credit. ``(E, A)``."""
+    batch = _scored(batch, cfg)
     if batch.coalition_reward is None:
         raise ValueError("exact Shapley credit needs every coalition's outcome, which only independent topologies "
                          "(no agent reads another) record; use another --algo for this env")

@@ -98,6 +98,50 @@ def test_ccpo_v1_matches_reference_normalizer_over_steps(sizes, rule, seed):
         assert np.allclose(got.numpy(), np.array(want), atol=1e-9)
 
 
+@given(st.lists(st.integers(1, 7), min_size=1, max_size=6), st.integers(0, 10**6))
+def test_truncated_as_failure_shapes_a_truncated_episode_as_a_failed_one(sizes, seed):
+    """The non-reference option, against the reference port: R_joint of an episode with a truncated turn becomes 0
+    before shaping and statistics (as the env's episode rule records it), and nothing is masked after shaping."""
+    rnd = random.Random(seed)
+    cfg = CreditConfig(truncation="episode", truncated_as_failure=True)
+    ref, state = RefNormalizer(), None
+    for e in sizes:
+        joint = [float(rnd.random() < 0.5) for _ in range(e)]
+        solo = [float(rnd.random() < 0.5) for _ in range(e)]
+        fin = [[rnd.random() < 0.8, rnd.random() < 0.8] for _ in range(e)]
+        batch = CreditBatch(torch.tensor(joint), torch.tensor([[s, NAN] for s in solo]), torch.tensor(fin),
+                            torch.tensor([-1, 0]))
+        got, state = ccpo_credit(batch, state, cfg)
+        joint = [j if all(f) else 0.0 for j, f in zip(joint, fin)]
+        deltas = [j - s for j, s in zip(joint, solo)]
+        want = list(zip(ref.agent1(deltas), ref.agent2(joint, solo)))
+        ref.update(deltas, joint, solo)
+        assert np.allclose(got.numpy(), np.array(want), atol=1e-9)
+
+
+def test_reference_rule_pays_truncation_above_a_wrong_answer_and_the_option_does_not():
+    """The measured collapse, in numbers: after warm-up at 50 % accuracy, a finished wrong dyad episode is shaped
+    below 0 for both agents while a truncated one gets 0 (the reference); with ``truncated_as_failure`` the two
+    get the same credit."""
+    rnd = random.Random(0)
+    warm = [CreditBatch(torch.tensor([float(rnd.random() < 0.5) for _ in range(16)]),
+                        torch.tensor([[float(rnd.random() < 0.3), NAN] for _ in range(16)]),
+                        torch.ones(16, 2, dtype=torch.bool), torch.tensor([-1, 0])) for _ in range(3)]
+    # episode 0 finished wrong, episode 1 the reasoner truncated (the env scored it 0); the solo reasoner failed too
+    probe = CreditBatch(torch.tensor([0.0, 0.0]), torch.tensor([[0.0, NAN], [0.0, NAN]]),
+                        torch.tensor([[True, True], [True, False]]), torch.tensor([-1, 0]))
+    for flag in (False, True):
+        cfg, state = CreditConfig(truncated_as_failure=flag), None
+        for b in warm:
+            state = ccpo_credit(b, state, cfg)[1]
+        r = ccpo_credit(probe, state, cfg)[0]
+        assert (r[0] < 0).all()  # a wrong answer is below the average
+        if flag:
+            assert torch.equal(r[1], r[0])
+        else:
+            assert r[1].tolist() == [0.0, 0.0]
+
+
 def test_ema_warmup_passes_raw_values_until_ten_values_seen():
     joint, solo = torch.tensor([1.0, 0.0, 1.0, 1.0]), torch.tensor([0.0, 0.0, 1.0, 0.0])
     b = CreditBatch(joint, torch.stack([solo, torch.full((4,), NAN)], 1), torch.ones(4, 2, dtype=torch.bool),
