@@ -143,7 +143,7 @@ def credit_report(run_dir: str, tasks: int = 32, samples: int = 16, algos: list[
     """``ccpo credit-report RUN``: the run's latest adapters on its held-out split; writes the JSON and markdown
     report into the run folder and returns the markdown's path."""
     from ccpo_agents.models import resolve_model
-    from ccpo_algos.build import build_policy, credit_config, task_source, team_agents
+    from ccpo_algos.build import build_policy, credit_config, sampling_config, task_source, team_agents
     from ccpo_algos.checkpoint import atomic_write_text, latest_checkpoint
     from ccpo_algos.config import load_run_config
     from ccpo_envs import make
@@ -162,7 +162,7 @@ def credit_report(run_dir: str, tasks: int = 32, samples: int = 16, algos: list[
     envs = [make(cfg.env, api="aec", source=source, **cfg.env_kwargs(True))
             for _ in range(len(items) * max(cfg.group_size, samples))]
     report = fidelity(policy, envs, items, cfg.group_size, samples, algos or sorted(ALGORITHMS),
-                      SamplingConfig(cfg.temperature, cfg.top_p, cfg.max_tokens), credit_config(cfg), cfg.seed)
+                      sampling_config(cfg), credit_config(cfg), cfg.seed)
     report["run"], report["checkpoint"] = str(run), ckpt.name
     atomic_write_text(run / "credit_report.json", json.dumps(report, indent=1))
     atomic_write_text(run / "credit_report.md", markdown(report))

@@ -9,8 +9,11 @@ from typing import Any
 
 import torch
 
+from ccpo_agents.policy import SamplingConfig
+from ccpo_algos.advantage import AdvantageConfig
 from ccpo_algos.config import TrainConfig
 from ccpo_algos.credit import CreditConfig
+from ccpo_algos.loss import LossConfig
 from ccpo_envs import make
 from ccpo_envs.prompts import team_role_prompts  # the topology's prompts live with the envs
 from ccpo_envs.registry import resolve_source, team_probe
@@ -69,6 +72,27 @@ def unique_dir(parent: str | os.PathLike, name: str) -> Path:
 def new_run_dir(cfg: TrainConfig) -> Path:
     """A new run folder ``out_dir/name`` (see :func:`unique_dir`)."""
     return unique_dir(cfg.out_dir, cfg.name)
+
+
+# The pure layers' settings, built from the run's one flat config here and nowhere else.
+
+def sampling_config(cfg: TrainConfig, greedy: bool = False) -> SamplingConfig:
+    """The run's training sampling (``greedy``: evaluation's temperature 0, same token cap)."""
+    if greedy:
+        return SamplingConfig(temperature=0.0, top_p=1.0, max_tokens=cfg.max_tokens)
+    return SamplingConfig(cfg.temperature, cfg.top_p, cfg.max_tokens)
+
+
+def advantage_config(cfg: TrainConfig) -> AdvantageConfig:
+    """The advantage settings of a run."""
+    return AdvantageConfig(scale_std=cfg.scale_std, gamma=cfg.gamma, lam=cfg.lam)
+
+
+def loss_config(cfg: TrainConfig) -> LossConfig:
+    """The policy- and value-loss settings of a run."""
+    return LossConfig(kind=cfg.loss, clip_eps=cfg.clip_eps, clip_eps_high=cfg.clip_eps_high, dual_clip=cfg.dual_clip,
+                      log_ratio_clip=cfg.log_ratio_clip, agg=cfg.loss_agg, kl_coef=cfg.kl_coef,
+                      value_clip=cfg.value_clip)
 
 
 def credit_config(cfg: TrainConfig) -> CreditConfig:

@@ -13,7 +13,7 @@ import torch
 
 from ccpo_agents.models import resolve_model
 from ccpo_agents.policy import SamplingConfig
-from ccpo_algos.build import build_policy, eval_env_pool, task_source, team_agents
+from ccpo_algos.build import build_policy, eval_env_pool, sampling_config, task_source, team_agents
 from ccpo_algos.checkpoint import atomic_write_text, latest_checkpoint
 from ccpo_algos.config import TrainConfig, load_run_config
 from ccpo_algos.metrics import rollout_metrics
@@ -48,11 +48,11 @@ def evaluate(policy: Any, envs: list[Any], source: Any, size: int, cfg: TrainCon
 
     greedy_items: list[dict[str, Any]] = []
 
-    m = run(SamplingConfig(temperature=0.0, top_p=1.0, max_tokens=cfg.max_tokens), 1, "eval/")
+    m = run(sampling_config(cfg, greedy=True), 1, "eval/")
     if items is not None:
         items.extend(greedy_items)
     if cfg.eval_samples:
-        sampled = run(SamplingConfig(cfg.temperature, cfg.top_p, cfg.max_tokens), cfg.eval_samples, "eval_sampled/")
+        sampled = run(sampling_config(cfg), cfg.eval_samples, "eval_sampled/")
         m.update({k: v for k, v in sampled.items() if "/charts/" in k or "truncation" in k})
     return m
 

@@ -17,10 +17,19 @@ import torch
 from ccpo_agents.hardware import resolve_device, resolve_dtype
 from ccpo_agents.hf_backend import CRITIC, HFTeam, LoraSpec
 from ccpo_agents.models import resolve_model
-from ccpo_agents.policy import SamplingConfig
-from ccpo_algos.advantage import AdvantageConfig, stage_targets
+from ccpo_algos.advantage import stage_targets
 from ccpo_algos.algorithms import ALGORITHMS
-from ccpo_algos.build import build_policy, credit_config, eval_env_pool, new_run_dir, task_source, warmup_schedule
+from ccpo_algos.build import (
+    advantage_config,
+    build_policy,
+    credit_config,
+    eval_env_pool,
+    loss_config,
+    new_run_dir,
+    sampling_config,
+    task_source,
+    warmup_schedule,
+)
 from ccpo_algos.checkpoint import (
     clean_partial_writes,
     latest_checkpoint,
@@ -33,7 +42,6 @@ from ccpo_algos.config import TrainConfig, load_run_config
 from ccpo_algos.credit import CreditBatch, EmaState
 from ccpo_algos.distributed import DistContext
 from ccpo_algos.evaluation import evaluate, save_eval_items
-from ccpo_algos.loss import LossConfig
 from ccpo_algos.metrics import rollout_metrics
 from ccpo_algos.rollout import collect, request_seed, team_layout
 from ccpo_algos.runlog import RunLogger
@@ -134,11 +142,7 @@ def train(cfg: TrainConfig, policy: Any | None = None,
                                        weight_decay=cfg.weight_decay) for r in owners}
     schedulers = {r: warmup_schedule(o, cfg.warmup_steps) for r, o in optimizers.items()}
     credit_cfg = credit_config(cfg)
-    adv_cfg = AdvantageConfig(scale_std=cfg.scale_std, gamma=cfg.gamma, lam=cfg.lam)
-    loss_cfg = LossConfig(kind=cfg.loss, clip_eps=cfg.clip_eps, clip_eps_high=cfg.clip_eps_high,
-                          dual_clip=cfg.dual_clip, log_ratio_clip=cfg.log_ratio_clip, agg=cfg.loss_agg,
-                          kl_coef=cfg.kl_coef, value_clip=cfg.value_clip)
-    sampling = SamplingConfig(cfg.temperature, cfg.top_p, cfg.max_tokens)
+    adv_cfg, loss_cfg, sampling = advantage_config(cfg), loss_config(cfg), sampling_config(cfg)
 
     start, credit_state = 0, None
     ckpt = latest_checkpoint(run_dir) if cfg.resume else None
