@@ -21,11 +21,16 @@ def quiet_logs(verbose: bool = False) -> None:
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    # third-party deprecations in the engine's spawned processes too (they inherit the environment, not filters)
+    os.environ.setdefault("PYTHONWARNINGS", "ignore::DeprecationWarning,ignore::FutureWarning")
     warnings.filterwarnings("once")
     for category in (DeprecationWarning, FutureWarning):  # third-party deprecations: nothing for a user to do
         warnings.filterwarnings("ignore", category=category)
-    for name in ("vllm", "transformers", "datasets", "torch.distributed", "httpx"):
+    for name in ("transformers", "datasets", "torch.distributed", "httpx"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    # vLLM configures its loggers only when an engine starts; a module that warns at import (e.g. "Triton is
+    # installed, but doesn't include CPU backend") would reach Python's last-resort handler before that
+    logging.getLogger("vllm").setLevel(logging.ERROR)
     try:
         from transformers.utils import logging as hf_logging
 

@@ -65,8 +65,8 @@ def policy_step(team: HFTeam, role: str, opt: torch.optim.Optimizer, turns: list
                 ) -> dict[str, torch.Tensor]:
     """The optimiser steps of ``role`` on its turns with per-turn advantages ``adv`` (aligned with ``turns``;
     ``episode[t]``: the episode of turn ``t``, which keeps prompt groups whole in PPO mini-batches; default: one
-    turn per episode): one per PPO mini-batch, gradients averaged over data-parallel ranks and clipped. Every tensor lives on ``team.device``; metrics are
-    returned as 0-dim tensors (read once by the caller).
+    turn per episode): one per PPO mini-batch, gradients averaged over data-parallel ranks and clipped. Every tensor
+    lives on ``team.device``; metrics are returned as 0-dim tensors (read once by the caller).
 
     π_old (``cfg.pi_old``): ``trainer`` = the trainer's log-probs before this step's first update (with one
     mini-batch that is ``logp.detach()``, no extra pass; with several, one no-grad pass first), ``engine`` = vLLM's

@@ -1,6 +1,8 @@
 """LLM agents on real vLLM (CPU) and transformers + peft, with a tiny random model built in-process."""
 
 import os
+import subprocess
+import sys
 import time
 
 import pytest
@@ -379,3 +381,18 @@ def test_engine_processes_die_with_a_sigkilled_owner(tiny_model):
                 os.kill(k, signal.SIGKILL)
             except OSError:
                 pass
+
+
+@pytest.mark.parametrize("verbose", [False, True])
+def test_quiet_logs_hide_vllm_import_notes_and_child_deprecations_but_not_errors(verbose):
+    """vLLM warns at import before it configures its loggers (Python's last-resort handler prints it), and the
+    engine's spawned processes do not inherit warning filters: quiet logs cover both; errors always show."""
+    code = (f"from ccpo_agents.logs import quiet_logs; quiet_logs({verbose}); import logging, subprocess, sys; "
+            "log = logging.getLogger('vllm.triton_utils.importing'); log.warning('vllm start-up note'); "
+            "log.error('vllm error'); "
+            "subprocess.run([sys.executable, '-c', 'import warnings; warnings.warn(\"old api\", FutureWarning)'])")
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONWARNINGS", "VLLM_LOGGING_LEVEL")}
+    err = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120).stderr
+    assert "vllm error" in err
+    assert ("vllm start-up note" in err) == verbose
+    assert ("old api" in err) == verbose
