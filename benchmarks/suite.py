@@ -101,7 +101,8 @@ class BenchConfig:
     """Compute-matched baselines: ``single`` = one agent trained with GRPO on the team's joint turns per step, plus
     self-consistency@k of that model (untrained and trained) at the team's k joint turns."""
     algos: tuple[str, ...] | None = None
-    """Override the preset's algorithms."""
+    """Override the preset's algorithms (``--algos`` with no name: only the ablations and baselines, e.g. to add
+    an ablation to an earlier folder's runs and compare them with ``ccpo bench report``)."""
     envs: tuple[str, ...] | None = None
     """Override the preset's topologies."""
     seeds: tuple[int, ...] | None = None
@@ -133,13 +134,15 @@ class BenchConfig:
         out = []  # seed-major: a study stopped part-way holds whole seeds, every topology and method in each
         for seed in self.seeds or p["seeds"]:
             for env in self.envs or p["envs"]:
-                for algo in self.algos or p["algos"]:
+                for algo in p["algos"] if self.algos is None else self.algos:
                     out.append((algo, env, seed, algo, {}))
                 for ab in self.ablations:
                     algo, kw = ABLATIONS[ab]
                     out.append((f"ccpo[{ab}]", env, seed, algo or "ccpo", kw))
                 if "single" in self.baselines:
                     out.append((SINGLE_LABEL, env, seed, "grpo", {"single_agent": True}))
+        if not out:
+            raise ValueError("nothing to run: --algos with no name needs --ablations or --baselines")
         return out
 
 

@@ -590,3 +590,17 @@ def test_bench_runs_are_seed_major():
     per_seed = len(plan) // len(set(seeds))
     first = {(label, env) for label, env, *_ in plan[:per_seed]}
     assert first == {(a, e) for a in ("ccpo", "grpo") for e in ("dyad_v0", "vote_v0")}
+
+
+def test_bench_algos_can_be_emptied_to_run_only_ablations():
+    """``--algos`` with no name runs only the ablations (to add one to an earlier folder's runs); with nothing left
+    to run the error names the fix."""
+    import tyro
+
+    from benchmarks.suite import BenchConfig
+
+    bc = tyro.cli(BenchConfig, args=["--preset", "study", "--seeds", "0", "--algos", "--ablations", "trunc_fail"])
+    assert [(label, env) for label, env, *_ in bc.runs()] == [("ccpo[trunc_fail]", "dyad_v0"),
+                                                              ("ccpo[trunc_fail]", "vote_v0")]
+    with pytest.raises(ValueError, match="needs --ablations"):
+        BenchConfig(algos=()).runs()
