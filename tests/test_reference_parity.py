@@ -77,13 +77,16 @@ def _mask_loop(rewards, finished, rule):
     return out
 
 
-@given(st.lists(st.integers(1, 7), min_size=1, max_size=6), st.sampled_from(["episode", "turn"]),
-       st.integers(0, 10**6))
+@given(st.lists(st.integers(1, 7), min_size=1, max_size=6),
+       st.sampled_from([("episode", False), ("turn", False), ("episode", True)]), st.integers(0, 10**6))
 def test_ccpo_v1_matches_reference_normalizer_over_steps(sizes, rule, seed):
     """Several steps of random dyad batches (small batches: the min_samples=10 warm-up spans steps), with
-    truncated turns: the vectorised credit equals the reference port plus the truncation rule."""
+    truncated turns: the vectorised credit equals the reference port plus the truncation rule. With the
+    non-reference ``truncated_as_failure``, R_joint of an episode with a truncated turn is 0 before shaping and
+    statistics (as the env's episode rule records it) and nothing is masked after shaping."""
     rnd = random.Random(seed)
-    cfg = CreditConfig(truncation=rule)
+    rule, as_failure = rule
+    cfg = CreditConfig(truncation=rule, truncated_as_failure=as_failure)
     ref, state = RefNormalizer(), None
     for e in sizes:
         joint = [float(rnd.random() < 0.5) for _ in range(e)]
@@ -92,29 +95,12 @@ def test_ccpo_v1_matches_reference_normalizer_over_steps(sizes, rule, seed):
         batch = CreditBatch(torch.tensor(joint), torch.tensor([[s, NAN] for s in solo]), torch.tensor(fin),
                             torch.tensor([-1, 0]))
         got, state = ccpo_credit(batch, state, cfg)
-        deltas = [j - s for j, s in zip(joint, solo)]
-        want = _mask_loop(list(zip(ref.agent1(deltas), ref.agent2(joint, solo))), fin, rule)
-        ref.update(deltas, joint, solo)
-        assert np.allclose(got.numpy(), np.array(want), atol=1e-9)
-
-
-@given(st.lists(st.integers(1, 7), min_size=1, max_size=6), st.integers(0, 10**6))
-def test_truncated_as_failure_shapes_a_truncated_episode_as_a_failed_one(sizes, seed):
-    """The non-reference option, against the reference port: R_joint of an episode with a truncated turn becomes 0
-    before shaping and statistics (as the env's episode rule records it), and nothing is masked after shaping."""
-    rnd = random.Random(seed)
-    cfg = CreditConfig(truncation="episode", truncated_as_failure=True)
-    ref, state = RefNormalizer(), None
-    for e in sizes:
-        joint = [float(rnd.random() < 0.5) for _ in range(e)]
-        solo = [float(rnd.random() < 0.5) for _ in range(e)]
-        fin = [[rnd.random() < 0.8, rnd.random() < 0.8] for _ in range(e)]
-        batch = CreditBatch(torch.tensor(joint), torch.tensor([[s, NAN] for s in solo]), torch.tensor(fin),
-                            torch.tensor([-1, 0]))
-        got, state = ccpo_credit(batch, state, cfg)
-        joint = [j if all(f) else 0.0 for j, f in zip(joint, fin)]
+        if as_failure:
+            joint = [j if all(f) else 0.0 for j, f in zip(joint, fin)]
         deltas = [j - s for j, s in zip(joint, solo)]
         want = list(zip(ref.agent1(deltas), ref.agent2(joint, solo)))
+        if not as_failure:
+            want = _mask_loop(want, fin, rule)
         ref.update(deltas, joint, solo)
         assert np.allclose(got.numpy(), np.array(want), atol=1e-9)
 
