@@ -243,8 +243,8 @@ def load_result_folder(folder: str) -> tuple[BenchConfig, Path, dict[str, Any]]:
 def run_suite(bc: BenchConfig, policy: Any | None = None) -> Path:
     """Run the suite (or finish the one ``bc.resume`` names); returns its result folder.
 
-    One progress bar covers everything (references, then every run's steps) with the ETA and the latest held-out
-    accuracy. ``results.json`` and ``table.md`` are rewritten after every reference and run, so Ctrl-C leaves a
+    Seed by seed: each (topology, seed)'s untrained-team reference just before its first run, then the runs. One
+    progress bar covers everything with the ETA and the latest held-out accuracy. ``results.json`` and ``table.md`` are rewritten after every reference and run, so Ctrl-C leaves a
     readable partial result that ``ccpo bench --resume FOLDER`` completes.
     """
     from tqdm import tqdm
@@ -299,9 +299,10 @@ def run_suite(bc: BenchConfig, policy: Any | None = None) -> Path:
         for ref in results["references"]:
             if "key" in ref:
                 known.setdefault(ref["key"], ref)
-        for env, seed in refs:  # references: the untrained team (and the reasoner alone, in its infos)
+        def reference(env: str, seed: int) -> None:
+            """The untrained team (and the reasoner alone, in its infos) on this seed's held-out items."""
             if (env, seed) in done_refs:
-                continue
+                return
             cfg = next(c for _, e, s, c in cfgs if (e, s) == (env, seed))
             bar.set_postfix_str(f"untrained team {env}/s{seed}", refresh=True)
             key = _reference_key(cfg)
@@ -315,8 +316,10 @@ def run_suite(bc: BenchConfig, policy: Any | None = None) -> Path:
                 known[key] = {"label": "untrained", "env": env, "seed": seed, "metrics": ref,
                               "seconds": time.perf_counter() - t0, "key": key, "items": items}
                 results["references"].append(known[key])
+            done_refs.add((env, seed))
             _save(results, out)
             bar.update(1)
+
         for label, env, seed, cfg in todo:
             if budget is not None and time.perf_counter() - t_call > 60 * budget:
                 results["wall_seconds"] = time.perf_counter() - t_start
@@ -326,6 +329,7 @@ def run_suite(bc: BenchConfig, policy: Any | None = None) -> Path:
                       f"continue with `ccpo bench --resume {out}`")
                 plot(results, out)
                 return out
+            reference(env, seed)  # just before the seed's first run: a study stopped part-way holds whole seeds
             i = cfgs.index((label, env, seed, cfg)) + 1
             show(i, label, env, seed, 0)
             run_dir = Path(cfg.out_dir) / cfg.name
@@ -354,6 +358,8 @@ def run_suite(bc: BenchConfig, policy: Any | None = None) -> Path:
             results["runs"].append(entry)
             results["wall_seconds"] = time.perf_counter() - t_start
             _save(results, out)
+        for env, seed in refs:  # a reference missing where every run was done before
+            reference(env, seed)
     except KeyboardInterrupt:
         results["wall_seconds"] = time.perf_counter() - t_start
         _save(results, out)

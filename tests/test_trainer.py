@@ -507,8 +507,8 @@ def test_interrupted_bench_leaves_partial_results_and_resumes(tiny_model, vllm_e
 
 @pytest.mark.slow
 def test_bench_budget_stops_between_runs_and_resume_keeps_going(tiny_model, vllm_engine, tmp_path, capsys):
-    """--budget-minutes 0: the references run, no training run starts, the folder is readable and names the resume
-    command; resuming with a budget of its own does not inherit the folder's."""
+    """--budget-minutes 0: nothing starts (references run seed by seed, just before their runs), the folder is
+    readable and names the resume command; resuming with a budget of its own does not inherit the folder's."""
     from benchmarks.suite import BenchConfig, run_suite
 
     bc = BenchConfig(preset="smoke", out_dir=str(tmp_path), model=tiny_model, seeds=(0,), envs=("vote_v0",),
@@ -516,10 +516,11 @@ def test_bench_budget_stops_between_runs_and_resume_keeps_going(tiny_model, vllm
                      extra={"task": "parity_stub", "truncation": "off", "checkpoint_every": 0})
     out = run_suite(bc, policy=vllm_engine)
     res = json.loads((out / "results.json").read_text())
-    assert len(res["references"]) == 1 and res["runs"] == []
+    assert res["references"] == [] and res["runs"] == []
     assert f"--resume {out}" in capsys.readouterr().out
     assert run_suite(BenchConfig(resume=str(out)), policy=vllm_engine) == out
-    assert len(json.loads((out / "results.json").read_text())["runs"]) == 1
+    res = json.loads((out / "results.json").read_text())
+    assert len(res["references"]) == 1 and len(res["runs"]) == 1
 
 
 @pytest.mark.slow
