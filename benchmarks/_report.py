@@ -48,6 +48,17 @@ def ccpo_step_times(args: argparse.Namespace, **overrides: Any) -> tuple[list[fl
     return [step_seconds(r) for r in rows], cfg, rows
 
 
+def peer_dtype(cfg: Any) -> Any:
+    """The torch dtype a peer trainer loads the model in: the one ccpo's trainer resolved for this run (``--dtype
+    auto``: float32 on a CPU without native bf16, where bf16 is ~20x slower), so neither side pays for the other's
+    dtype."""
+    import torch
+
+    from ccpo_agents.hardware import resolve_dtype
+
+    return getattr(torch, resolve_dtype(cfg.dtype, "cpu"))
+
+
 def step_time_report(title: str, ccpo_row: str, ccpo_steps: list[float], other: str, other_row: str,
                      other_steps: list[float], notes: tuple[str, ...] = ()) -> str:
     """Markdown: mean s/step of ccpo and of another trainer (first step excluded as warm-up) and their ratio."""

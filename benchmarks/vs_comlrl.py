@@ -22,7 +22,7 @@ import itertools
 import statistics
 import time
 
-from benchmarks._report import ccpo_step_times, emit, step_time_parser, step_time_report
+from benchmarks._report import ccpo_step_times, emit, peer_dtype, step_time_parser, step_time_report
 
 
 def main(argv: list[str] | None = None) -> str:
@@ -31,7 +31,6 @@ def main(argv: list[str] | None = None) -> str:
         from comlrl.trainers.reinforce.magrpo import MAGRPOConfig, MAGRPOTrainer
     except ImportError as e:
         raise SystemExit("this benchmark needs CoMLRL: pip install comlrl (or pip install -e '.[bench]')") from e
-    import torch
     from datasets import Dataset
     from peft import get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -61,7 +60,7 @@ def main(argv: list[str] | None = None) -> str:
         return [ccpo_envs.safe_score(src.verifier, r, src[int(it["i"])]) for r, it in zip(reasoner, batch_items)]
 
     lora = LoraSpec(cfg.lora_r, cfg.lora_alpha).peft_config()
-    agents = [get_peft_model(AutoModelForCausalLM.from_pretrained(model, dtype=torch.bfloat16), lora)
+    agents = [get_peft_model(AutoModelForCausalLM.from_pretrained(model, dtype=peer_dtype(cfg)), lora)
               for _ in range(2)]
     mcfg = MAGRPOConfig(num_train_epochs=1, agent_learning_rate=cfg.lr, num_agents=2, num_generations=args.group,
                         max_new_tokens=args.max_tokens, temperature=cfg.temperature, top_p=1.0, top_k=None,
@@ -83,7 +82,7 @@ def main(argv: list[str] | None = None) -> str:
     comlrl_steps = [b - a for a, b in itertools.pairwise(marks)]
 
     title = (f"Step time, two agents, CPU: ccpo vs CoMLRL MAGRPO ({args.prompts} prompts x {args.group} "
-             f"completions x {args.max_tokens} tokens per agent, LoRA r={cfg.lora_r})")
+             f"completions x {args.max_tokens} tokens per agent, LoRA r={cfg.lora_r}, {peer_dtype(cfg)} on both sides)")
     return emit(step_time_report(title, "ccpo (dyad_v0, grpo, simultaneous)", ccpo_steps, "CoMLRL",
                                  "CoMLRL MAGRPOTrainer (2 agents, aligned)", comlrl_steps,
                                  (f"ccpo generated {ccpo_tokens:.0f} tokens per step (both agents).",)), args.out)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 
-from benchmarks._report import ccpo_step_times, emit, step_time_parser, step_time_report
+from benchmarks._report import ccpo_step_times, emit, peer_dtype, step_time_parser, step_time_report
 
 
 def main(argv: list[str] | None = None) -> str:
@@ -21,7 +21,6 @@ def main(argv: list[str] | None = None) -> str:
         from trl import GRPOConfig, GRPOTrainer
     except ImportError as e:
         raise SystemExit("this benchmark needs TRL: pip install trl (or pip install -e '.[bench]')") from e
-    import torch
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
 
@@ -55,13 +54,13 @@ def main(argv: list[str] | None = None) -> str:
                       learning_rate=cfg.lr, use_cpu=True, bf16=False, beta=0.0, report_to=[], save_strategy="no",
                       gradient_checkpointing=False, logging_steps=1, disable_tqdm=True, temperature=cfg.temperature)
     lora = LoraSpec(cfg.lora_r, cfg.lora_alpha).peft_config()  # the adapter shape ccpo trains
-    trainer = GRPOTrainer(model=AutoModelForCausalLM.from_pretrained(model, dtype=torch.bfloat16),
+    trainer = GRPOTrainer(model=AutoModelForCausalLM.from_pretrained(model, dtype=peer_dtype(cfg)),
                           processing_class=AutoTokenizer.from_pretrained(model), reward_funcs=reward,
                           train_dataset=data, args=tcfg, peft_config=lora, callbacks=[Clock()])
     trainer.train()
 
     title = (f"Step time, one agent, CPU: ccpo vs TRL GRPOTrainer ({args.prompts} prompts x {args.group} "
-             f"completions x {args.max_tokens} tokens, LoRA r={cfg.lora_r})")
+             f"completions x {args.max_tokens} tokens, LoRA r={cfg.lora_r}, {peer_dtype(cfg)} on both sides)")
     return emit(step_time_report(title, "ccpo (vote_v0, 1 voter, grpo)", ccpo_steps, "TRL", "TRL GRPOTrainer",
                                  times), args.out)
 
