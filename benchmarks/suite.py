@@ -47,8 +47,9 @@ BENCH_PRESETS: dict[str, dict[str, Any]] = {
     # 64 runs of ~6-13 min on a 2-core CPU: 6-12 hours. Runs seed by seed; `--budget-minutes M` and
     # `ccpo bench --resume FOLDER` run it in parts;
     # the table's power line re-estimates the design's detectable difference from the variances it measured.
-    # Its task is `arith_easy` (1-2 digit + -: ~40 % greedy for the untrained dyad, mid-range where accuracy varies
-    # most): the cpu preset's `arith_1d` has only ~36 distinct held-out questions.
+    # Its task is `arith_easy` (1-2 digit + -; the untrained team scores 0.11 (dyad) and 0.08 (vote) greedy under
+    # the cpu preset's 48-token budget, measured 2026-11-30): the cpu preset's `arith_1d` has only ~36 distinct
+    # held-out questions. Every seed is scored on the same 128 items (ccpo_algos.build.HELD_OUT_SEED).
     "study": dict(algos=("ccpo", "grpo"), envs=("dyad_v0", "vote_v0"), seeds=tuple(range(16)),
                   train=dict(task="arith_easy", steps=10, prompts_per_step=4, group_size=4, eval_size=128,
                              eval_every=5, eval_samples=0)),  # greedy only: the paired statistics read greedy items

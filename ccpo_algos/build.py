@@ -43,12 +43,19 @@ def build_policy(cfg: TrainConfig, model_path: str, roles: list[str],
     return BACKENDS[cfg.backend](cfg, model_path, roles, role_prompts(cfg) if prompts is None else prompts)
 
 
+#: Seed of the held-out splits (``eval``, ``test``): every run scores the same held-out items whatever its own seed,
+#: so runs of different seeds and methods are paired item by item (the bench's statistics rely on it).
+HELD_OUT_SEED = 0
+
+
 def task_source(cfg: TrainConfig, split: str, size: int) -> Any:
-    """The run's task source for one split (extraction modes apply to generated and math tasks)."""
+    """The run's task source for one split (extraction modes apply to generated and math tasks): the training split
+    drawn with the run's seed, the held-out splits with :data:`HELD_OUT_SEED`."""
     kw: dict[str, Any] = {"path": cfg.task_path} if cfg.task_path else {}
     if cfg.task_path is None and cfg.task not in ("gsm8k", "hendrycks_math", "math500", "logiqa"):
         kw["modes"] = cfg.extract_modes
-    return resolve_source(cfg.task, split=split, seed=cfg.seed, size=size, **kw)
+    seed = cfg.seed if split == "train" else HELD_OUT_SEED
+    return resolve_source(cfg.task, split=split, seed=seed, size=size, **kw)
 
 
 def eval_env_pool(cfg: TrainConfig, source: Any, size: int) -> list[Any]:

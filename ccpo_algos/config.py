@@ -37,7 +37,8 @@ class TrainConfig:
     out_dir: str = "runs"
     """Folder that holds all runs."""
     seed: int = 0
-    """Seed for data order, adapter init and per-request sampling seeds."""
+    """Seed for the training tasks' order, adapter init and per-request sampling seeds. Held-out items do not depend on
+    it: every seed is scored on the same items (paired statistics across seeds and methods)."""
     steps: int = 20
     """Training steps (one rollout batch and one optimiser update each)."""
     resume: str | None = None

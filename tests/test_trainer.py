@@ -605,3 +605,19 @@ def test_bench_algos_can_be_emptied_to_run_only_ablations():
                                                               ("ccpo[trunc_fail]", "vote_v0")]
     with pytest.raises(ValueError, match="needs --ablations"):
         BenchConfig(algos=()).runs()
+
+
+def test_held_out_items_are_the_same_for_every_seed_and_training_tasks_are_not():
+    """Seeds vary training (task order, init, sampling), not the held-out set: runs of any seed and method are paired item by item, and the
+    bench evaluates the untrained team once per topology instead of once per seed."""
+    from benchmarks.suite import BenchConfig, _reference_key, _train_config
+    from ccpo_algos.build import task_source
+
+    c0, c1 = (preset("smoke", seed=s, task="arith_easy") for s in (0, 1))
+    for split in ("eval", "test"):
+        assert [task_source(c0, split, 8)[i].task_id for i in range(8)] == \
+            [task_source(c1, split, 8)[i].task_id for i in range(8)]
+    assert batch_indices(0, 1, 8, 100) != batch_indices(1, 1, 8, 100)  # the training order is the seed's
+    bc = BenchConfig(preset="study")
+    keys = {_reference_key(_train_config(bc, "vote_v0", s, "grpo", {}, Path("."), "grpo")) for s in (0, 1, 2)}
+    assert len(keys) == 1
