@@ -143,12 +143,16 @@ def marl_eval_layout(results: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def paired_between_folders(ra: dict[str, Any], rb: dict[str, Any], env: str, label: str) -> str:
-    """``B - A`` for one method of two result folders scored on the same items (paired CI), or ``""``."""
-    a, b = item_matrix(ra, env, label), item_matrix(rb, env, label)
+def paired_between_folders(ra: dict[str, Any], rb: dict[str, Any], env: str, label: str,
+                           label_b: str | None = None) -> str:
+    """``B - A`` of two result folders scored on the same items (paired CI over items and common seeds), or ``""``:
+    method ``label`` in both, or ``label_b`` of B against ``label`` of A (e.g. an ablation run later beside a
+    study's methods)."""
+    label_b = label if label_b is None else label_b
+    a, b = item_matrix(ra, env, label), item_matrix(rb, env, label_b)
     if a is None or b is None or a[1].shape[1] != b[1].shape[1]:
         return ""
-    if _task_ids(ra, env, label) != _task_ids(rb, env, label):
+    if _task_ids(ra, env, label) != _task_ids(rb, env, label_b):
         return ""
     y, x = _common_seeds(b, a)
     return str(paired_difference(y, x)) if len(y) else ""

@@ -557,4 +557,10 @@ def report(a: str | Path, b: str | Path) -> str:
     for key in sorted(set(da) | set(db)):
         lines.append(f"| {key[0]} | {key[1]} | {_agg(da.get(key, []))} | {_agg(db.get(key, []))} | "
                      f"{paired_between_folders(ra, rb, *key)} |")
+    new = [key for key in sorted(db) if key not in da]  # methods only the second folder ran, against the first's
+    cross = [(env, lb, la) for env, lb in new for e, la in sorted(da) if e == env]
+    if cross:
+        lines += ["", f"Methods only in {Path(b).name} against those of {Path(a).name} (paired over common seeds):",
+                  "", "| env | second | first | second - first (paired 95 % CI, same items) |", "|---|---|---|---|"]
+        lines += [f"| {env} | {lb} | {la} | {paired_between_folders(ra, rb, env, la, lb)} |" for env, lb, la in cross]
     return "\n".join(lines) + "\n"

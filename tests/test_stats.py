@@ -98,3 +98,31 @@ def test_minimal_detectable_difference_has_the_power_it_claims():
     assert minimal_detectable_difference(10 ** 9, seeds, item_var, seed_sd) > 0.05  # seed noise remains
     a = (rng.random((2, 50)) < 0.5).astype(float)
     assert item_variance(a, a) == 0.0
+
+
+def test_report_pairs_a_method_only_in_the_second_folder_with_the_first_folders_methods(tmp_path):
+    """An ablation run later, in its own folder, on the same held-out items: `ccpo bench report A B` gives its paired
+    difference from each of A's methods (same items, common seeds), hand-computed here."""
+    import json
+
+    from benchmarks.suite import report
+
+    ids = ["t0", "t1", "t2", "t3"]
+
+    def run(label, seed, rewards):
+        return {"label": label, "env": "vote_v0", "seed": seed, "items": [
+            {"task_id": t, "reward": r} for t, r in zip(ids, rewards)],
+            "final": {"eval/charts/accuracy_joint": sum(rewards) / 4}}
+
+    a = {"runs": [run("grpo", 0, [1, 0, 0, 1]), run("grpo", 1, [1, 1, 0, 1]), run("ccpo", 0, [0, 0, 0, 1])],
+         "references": []}
+    b = {"runs": [run("ccpo[trunc_fail]", 0, [1, 1, 1, 1]), run("ccpo[trunc_fail]", 1, [1, 1, 1, 1])],
+         "references": []}
+    for name, res in (("A", a), ("B", b)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "results.json").write_text(json.dumps(res))
+    rep = report(tmp_path / "A", tmp_path / "B")
+    vs_grpo = next(ln for ln in rep.splitlines() if ln.startswith("| vote_v0 | ccpo[trunc_fail] | grpo |"))
+    vs_ccpo = next(ln for ln in rep.splitlines() if ln.startswith("| vote_v0 | ccpo[trunc_fail] | ccpo |"))
+    assert vs_grpo.split("|")[4].strip().startswith(f"{(1 - 0.5 + 1 - 0.75) / 2:+.3f}")  # seeds 0 and 1
+    assert vs_ccpo.split("|")[4].strip().startswith(f"{1 - 0.25:+.3f}")  # seed 0 only: the common one
