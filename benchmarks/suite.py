@@ -348,7 +348,7 @@ def run_suite(bc: BenchConfig, policy: Any | None = None) -> Path:
             rows = read_metrics(run_dir)
             evals = read_eval_items(run_dir)
             entry = {"label": label, "env": env, "seed": seed, "run_dir": str(run_dir), "config": cfg.to_dict(),
-                     "final": _final(rows), "items": evals[max(evals)] if evals else [],
+                     "final": _final(rows), "rows": rows, "items": evals[max(evals)] if evals else [],
                      "curve": {str(k): [x["reward"] for x in v] for k, v in evals.items()}}
             if label == SINGLE_LABEL:  # self-consistency of the same model at the team's k turns
                 k = _sc_k(bc, env, seed)
@@ -450,14 +450,23 @@ def table(results: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def run_rows(run: dict[str, Any]) -> list[dict[str, float]]:
+    """A finished run's per-step metrics: kept in ``results.json`` (so a result folder copied elsewhere stays whole),
+    else read from its run folder (folders of an earlier ccpo), else none."""
+    from ccpo_algos.runlog import read_metrics
+
+    if "rows" in run:
+        return run["rows"]
+    return read_metrics(run["run_dir"]) if Path(run["run_dir"], "metrics.jsonl").exists() else []
+
+
 def step_time_ratios(results: dict[str, Any]) -> dict[str, float]:
     """Mean training step time of ``ccpo`` over ``grpo``, per topology (from the runs' perf metrics)."""
     from ccpo_algos.metrics import step_seconds
-    from ccpo_algos.runlog import read_metrics
 
     def step_time(label: str, env: str) -> float | None:
         times = [step_seconds(r) for run in results["runs"] if run["label"] == label and run["env"] == env
-                 for r in read_metrics(run["run_dir"])]
+                 for r in run_rows(run)]
         return sum(times) / len(times) if times else None
 
     out = {}
@@ -489,7 +498,6 @@ def plot(results: dict[str, Any], out: Path) -> None:
     import matplotlib.pyplot as plt
 
     from benchmarks.stats import mean_interval
-    from ccpo_algos.runlog import read_metrics
 
     envs = sorted({r["env"] for r in results["runs"]})
     if not envs:  # no training run finished yet: nothing to draw
@@ -517,7 +525,7 @@ def plot(results: dict[str, Any], out: Path) -> None:
             else:
                 ax.plot([0], [acc], "s", color="gray", label="untrained team")
         for r in [r for r in results["runs"] if r["env"] == env]:
-            rows = read_metrics(r["run_dir"]) if Path(r["run_dir"]).exists() else []
+            rows = run_rows(r)
             steps = [x["step"] for x in rows]
             ax_train.plot(steps, [x["charts/accuracy_joint"] for x in rows], alpha=0.6,
                           color=colors.get(r["label"]), label=f"{r['label']} s{r['seed']}")

@@ -126,3 +126,23 @@ def test_report_pairs_a_method_only_in_the_second_folder_with_the_first_folders_
     vs_ccpo = next(ln for ln in rep.splitlines() if ln.startswith("| vote_v0 | ccpo[trunc_fail] | ccpo |"))
     assert vs_grpo.split("|")[4].strip().startswith(f"{(1 - 0.5 + 1 - 0.75) / 2:+.3f}")  # seeds 0 and 1
     assert vs_ccpo.split("|")[4].strip().startswith(f"{1 - 0.25:+.3f}")  # seed 0 only: the common one
+
+
+def test_a_result_folder_copied_without_its_run_folders_still_tables_and_plots(tmp_path):
+    """results.json keeps each run's per-step metrics, so a folder committed without its (large) run folders still
+    gives the step-time ratios, the table and the plots."""
+    from benchmarks.suite import plot, step_time_ratios, table
+
+    def run(label, secs):
+        rows = [{"step": s, "perf/seconds_rollout": secs, "charts/accuracy_joint": 0.5,
+                 "credit/reward_mean_voter_0": 0.1} for s in (1, 2)]
+        return {"label": label, "env": "vote_v0", "seed": 0, "run_dir": str(tmp_path / "gone" / label),
+                "rows": rows, "final": {"eval/charts/accuracy_joint": 0.5, "tokens": 100, "seconds": 6.0},
+                "items": [{"task_id": "t0", "reward": 1.0, "tokens": 9}, {"task_id": "t1", "reward": 0.0, "tokens": 7}],
+                "curve": {"2": [1.0, 0.0]}}
+
+    results = {"runs": [run("ccpo", 3.0), run("grpo", 2.0)], "references": []}
+    assert step_time_ratios(results) == {"vote_v0": 1.5}
+    assert "| vote_v0 | ccpo |" in table(results)
+    plot(results, tmp_path)
+    assert (tmp_path / "curves.png").stat().st_size > 0 and (tmp_path / "credit.png").exists()
