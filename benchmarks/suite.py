@@ -44,8 +44,8 @@ BENCH_PRESETS: dict[str, dict[str, Any]] = {
     # CCPO vs shared GRPO sized to detect a 5-point difference (benchmarks/stats.py minimal_detectable_difference):
     # with a seed-to-seed sd of ~0.05 (measured: 2-7 points) training noise dominates, and the normal approximation
     # needs ~16 seeds per method and topology whatever the item count; 128 held-out items keep the item term small.
-    # 64 runs of ~6-13 min on a 2-core CPU: 6-12 hours. Runs seed by seed; `--budget-minutes M` and
-    # `ccpo bench --resume FOLDER` run it in parts;
+    # 64 runs of 13-17 min on a 2-core AVX2 CPU (measured 2026-11-30, benchmarks/measured/2026-11-30-study/): ~16
+    # hours. Runs seed by seed; `--budget-minutes M` and `ccpo bench --resume FOLDER` run it in parts;
     # the table's power line re-estimates the design's detectable difference from the variances it measured.
     # Its task is `arith_easy` (1-2 digit + -; the untrained team scores 0.11 (dyad) and 0.08 (vote) greedy under
     # the cpu preset's 48-token budget, measured 2026-11-30): the cpu preset's `arith_1d` has only ~36 distinct
@@ -88,7 +88,7 @@ class BenchConfig:
 
     preset: str = "default"
     """Suite preset: default (CPU, 25-45 min on 2 cores), full (3 seeds), long, study (CCPO vs GRPO, 16 seeds, 128
-    held-out items: sized to detect 5 points; 6-12 h on 2 cores, runs in parts), smoke."""
+    held-out items: sized to detect 5 points; ~16 h on 2 cores, runs in parts), smoke."""
     out_dir: str = "results"
     """Parent folder; each invocation writes a new ``bench-<time>`` folder in it."""
     model: str = "embedded"
@@ -96,8 +96,8 @@ class BenchConfig:
     train_preset: str = "cpu"
     """TrainConfig preset every run starts from (see ``ccpo train --help``)."""
     ablations: tuple[str, ...] = ()
-    """Ablations of CCPO to add (each one flag): no_history, no_gate, simultaneous, G2, G8, alpha0.5, alpha2, eta0.5, eta2,
-    trunc_fail (a truncated episode shaped as a failed one instead of the reference's 0 after shaping)."""
+    """Ablations of CCPO to add (each one flag): no_history, no_gate, simultaneous, G2, G8, alpha0.5, alpha2, eta0.5,
+    eta2, trunc_fail (a truncated episode shaped as a failed one instead of the reference's 0 after shaping)."""
     baselines: tuple[str, ...] = ()
     """Compute-matched baselines: ``single`` = one agent trained with GRPO on the team's joint turns per step, plus
     self-consistency@k of that model (untrained and trained) at the team's k joint turns."""
@@ -245,8 +245,9 @@ def run_suite(bc: BenchConfig, policy: Any | None = None) -> Path:
     """Run the suite (or finish the one ``bc.resume`` names); returns its result folder.
 
     Seed by seed: each (topology, seed)'s untrained-team reference just before its first run, then the runs. One
-    progress bar covers everything with the ETA and the latest held-out accuracy. ``results.json`` and ``table.md`` are rewritten after every reference and run, so Ctrl-C leaves a
-    readable partial result that ``ccpo bench --resume FOLDER`` completes.
+    progress bar covers everything with the ETA and the latest held-out accuracy. ``results.json`` and ``table.md``
+    are rewritten after every reference and run, so Ctrl-C leaves a readable partial result that
+    ``ccpo bench --resume FOLDER`` completes.
     """
     from tqdm import tqdm
 
@@ -300,6 +301,7 @@ def run_suite(bc: BenchConfig, policy: Any | None = None) -> Path:
         for ref in results["references"]:
             if "key" in ref:
                 known.setdefault(ref["key"], ref)
+
         def reference(env: str, seed: int) -> None:
             """The untrained team (and the reasoner alone, in its infos) on this seed's held-out items."""
             if (env, seed) in done_refs:
