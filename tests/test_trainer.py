@@ -607,7 +607,7 @@ def test_bench_algos_can_be_emptied_to_run_only_ablations():
         BenchConfig(algos=()).runs()
 
 
-def test_held_out_items_are_the_same_for_every_seed_and_training_tasks_are_not():
+def test_held_out_items_are_the_same_for_every_seed_and_the_training_order_is_not():
     """Seeds vary training (task order, init, sampling), not the held-out set: runs of any seed and method are
     paired item by item, and the bench evaluates the untrained team once per topology instead of once per seed."""
     from benchmarks.suite import BenchConfig, _reference_key, _train_config
