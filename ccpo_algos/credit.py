@@ -113,8 +113,9 @@ class CreditConfig:
             normalisation 0 is the *average* shaped reward and a finished wrong answer scores below it, so the
             reference's rule pays an agent to run out of tokens (measured: CCPO collapsed to 100 % truncation on
             CPU, ``benchmarks/measured/2026-11-25-cpu-numbers-fixed/``); under this option truncating is worth
-            what failing is (on one seed it did not prevent the collapse: ``benchmarks/measured/2026-11-30-study/``). Rules on the raw 0/1 scale (shared GRPO, RAE, MAPPO, the per-turn rules) do not
-            change: a failure is 0 there already. Only with the ``episode`` rule.
+            what failing is (on one seed it did not prevent the collapse: ``benchmarks/measured/2026-11-30-study/``).
+            Rules on the raw 0/1 scale (shared GRPO, RAE, MAPPO, the per-turn rules) do not change: a failure is 0
+            there already. Only with the ``episode`` rule.
     """
 
     alpha: float = 1.0
