@@ -204,13 +204,17 @@ def finished_mask(finished: Tensor, truncation: str) -> Tensor:
     raise ValueError(f"truncation={truncation!r}: use one of {TRUNCATION_RULES}")
 
 
+def _team_if_finished(batch: CreditBatch) -> Tensor:
+    """``(E,)`` ``R_joint``, 0 for an episode with a truncated joint turn."""
+    return batch.team_reward * batch.finished.all(dim=1).to(batch.team_reward.dtype)
+
+
 def _scored(batch: CreditBatch, cfg: CreditConfig) -> CreditBatch:
     """The outcomes a credit rule shapes: as recorded, or under ``truncated_as_failure`` with ``R_joint = 0`` for
     every episode with a truncated joint turn (the env's ``episode`` rule scores it so already)."""
     if not cfg.truncated_as_failure:
         return batch
-    ended = batch.finished.all(dim=1)
-    return dataclasses.replace(batch, team_reward=batch.team_reward * ended.to(batch.team_reward.dtype))
+    return dataclasses.replace(batch, team_reward=_team_if_finished(batch))
 
 
 def _mask(rewards: Tensor, batch: CreditBatch, cfg: CreditConfig) -> Tensor:
@@ -234,9 +238,7 @@ def team_credit(batch: CreditBatch, state: EmaState | None, cfg: CreditConfig) -
     ``episode`` rule; under ``turn`` it is ``R_joint`` as the env scored it (never an average of per-agent masked
     rewards: a correct dyad with a truncated thinker is not worth 0.5). Returns ``(E, A)``."""
     E, A = batch.removed_reward.shape
-    team = batch.team_reward.to(torch.float64)
-    if cfg.truncation == "episode":
-        team = team * batch.finished.all(dim=1).to(team.dtype)
+    team = (_team_if_finished(batch) if cfg.truncation == "episode" else batch.team_reward).to(torch.float64)
     return team[:, None].expand(E, A).clone(), state
 
 
