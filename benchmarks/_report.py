@@ -59,6 +59,18 @@ def peer_dtype(cfg: Any) -> Any:
     return getattr(torch, resolve_dtype(cfg.dtype, "cpu"))
 
 
+def ccpo_step_parts(rows: list[dict[str, float]]) -> str:
+    """One line: where ccpo's step time goes (mean seconds of rollout, update and adapter sync over the counted
+    steps, i.e. the first excluded) and the tokens generated per step."""
+    rows = rows[1:] or rows
+    part = {k: statistics.mean(r.get(f"perf/seconds_{k}", 0.0) for r in rows) for k in ("rollout", "update", "sync")}
+    total = sum(part.values()) or 1.0
+    tokens = statistics.mean(r.get("perf/tokens_generated", 0.0) for r in rows)
+    return ("ccpo's step: " + ", ".join(f"{k} {v:.1f} s ({100 * v / total:.0f} %)" for k, v in part.items())
+            + f"; {tokens:.0f} tokens generated per step ({tokens / max(part['rollout'], 1e-9):.0f} tokens/s in the "
+            "rollout, prefill included).")
+
+
 def step_time_report(title: str, ccpo_row: str, ccpo_steps: list[float], other: str, other_row: str,
                      other_steps: list[float], notes: tuple[str, ...] = ()) -> str:
     """Markdown: mean s/step of ccpo and of another trainer (first step excluded as warm-up) and their ratio."""

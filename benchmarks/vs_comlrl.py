@@ -19,10 +19,9 @@ each trainer is warm-up and not counted. Needs ``pip install comlrl`` (``.[bench
 from __future__ import annotations
 
 import itertools
-import statistics
 import time
 
-from benchmarks._report import ccpo_step_times, emit, peer_dtype, step_time_parser, step_time_report
+from benchmarks._report import ccpo_step_parts, ccpo_step_times, emit, peer_dtype, step_time_parser, step_time_report
 
 
 def main(argv: list[str] | None = None) -> str:
@@ -41,7 +40,6 @@ def main(argv: list[str] | None = None) -> str:
 
     # ccpo: the dyad, shared-reward GRPO, both agents updated every step
     ccpo_steps, cfg, rows = ccpo_step_times(args, env="dyad_v0", algo="grpo", schedule="simultaneous")
-    ccpo_tokens = statistics.mean(r["perf/tokens_generated"] for r in rows)
     model = cfg.model
 
     # CoMLRL MAGRPO: two LoRA agents, same prompts (chat template with the same role prompts), batch and lengths
@@ -85,7 +83,7 @@ def main(argv: list[str] | None = None) -> str:
              f"completions x {args.max_tokens} tokens per agent, LoRA r={cfg.lora_r}, {peer_dtype(cfg)} on both sides)")
     return emit(step_time_report(title, "ccpo (dyad_v0, grpo, simultaneous)", ccpo_steps, "CoMLRL",
                                  "CoMLRL MAGRPOTrainer (2 agents, aligned)", comlrl_steps,
-                                 (f"ccpo generated {ccpo_tokens:.0f} tokens per step (both agents).",)), args.out)
+                                 (ccpo_step_parts(rows),)), args.out)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 
-from benchmarks._report import ccpo_step_times, emit, peer_dtype, step_time_parser, step_time_report
+from benchmarks._report import ccpo_step_parts, ccpo_step_times, emit, peer_dtype, step_time_parser, step_time_report
 
 
 def main(argv: list[str] | None = None) -> str:
@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> str:
     from ccpo_agents.hf_backend import LoraSpec
 
     # ccpo: one agent (a single voter) with shared-reward GRPO, vLLM rollouts
-    ccpo_steps, cfg, _ = ccpo_step_times(args, env="vote_v0", team_size=1, algo="grpo")
+    ccpo_steps, cfg, rows = ccpo_step_times(args, env="vote_v0", team_size=1, algo="grpo")
     model, out_dir = cfg.model, cfg.out_dir
 
     # TRL GRPOTrainer: same model, prompts, batch, lengths and LoRA shape
@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> str:
     title = (f"Step time, one agent, CPU: ccpo vs TRL GRPOTrainer ({args.prompts} prompts x {args.group} "
              f"completions x {args.max_tokens} tokens, LoRA r={cfg.lora_r}, {peer_dtype(cfg)} on both sides)")
     return emit(step_time_report(title, "ccpo (vote_v0, 1 voter, grpo)", ccpo_steps, "TRL", "TRL GRPOTrainer",
-                                 times), args.out)
+                                 times, (ccpo_step_parts(rows),)), args.out)
 
 
 if __name__ == "__main__":

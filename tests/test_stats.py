@@ -146,3 +146,18 @@ def test_a_result_folder_copied_without_its_run_folders_still_tables_and_plots(t
     assert "| vote_v0 | ccpo |" in table(results)
     plot(results, tmp_path)
     assert (tmp_path / "curves.png").stat().st_size > 0 and (tmp_path / "credit.png").exists()
+
+
+def test_step_time_breakdown_excludes_the_warm_up_step_and_sums_to_the_step():
+    from benchmarks._report import ccpo_step_parts
+
+    rows = [{"perf/seconds_rollout": 50.0, "perf/seconds_update": 9.0, "perf/seconds_sync": 1.0,
+             "perf/tokens_generated": 7.0},  # warm-up: not counted
+            {"perf/seconds_rollout": 6.0, "perf/seconds_update": 3.0, "perf/seconds_sync": 1.0,
+             "perf/tokens_generated": 300.0},
+            {"perf/seconds_rollout": 2.0, "perf/seconds_update": 1.0, "perf/seconds_sync": 0.0,
+             "perf/tokens_generated": 100.0}]
+    line = ccpo_step_parts(rows)
+    # means over the last two rows: rollout 4.0, update 2.0, sync 0.5 (of 6.5 s); 200 tokens in 4.0 s of rollout
+    assert "rollout 4.0 s (62 %)" in line and "update 2.0 s (31 %)" in line and "sync 0.5 s (8 %)" in line
+    assert "200 tokens generated per step (50 tokens/s" in line
