@@ -55,7 +55,8 @@ def comparison_section(results: dict[str, Any]) -> list[str]:
     envs = sorted({r["env"] for r in results["runs"]})
     labels = list(dict.fromkeys(r["label"] for r in results["runs"]))
     lines = ["", "## Is a difference real? (greedy held-out accuracy, paired over the same items)", "",
-             "Mean difference with its 95 % bootstrap CI (items resampled, then seeds within each item; rliable).", "",
+             "Mean difference with its 95 % bootstrap CI (crossed: whole seeds and items resampled independently).",
+             "",
              "| env | method | vs shared GRPO | vs untrained team |", "|---|---|---|---|"]
     shown = False
     for env in envs:

@@ -1,8 +1,9 @@
 """The bench's statistics: can a difference between two credit methods be told from noise?
 
 * :func:`paired_difference` - every method is scored on the same held-out items, so the difference of two methods is
-  taken item by item (and seed by seed) and its 95 % CI comes from a bootstrap that resamples items and, within each
-  item, seeds (rliable's stratified bootstrap with ``task_bootstrap=True``; items play rliable's "tasks").
+  taken item by item (and seed by seed) and its 95 % CI comes from a crossed bootstrap (:func:`mean_interval`):
+  each replicate resamples whole seeds and, independently, items. Not rliable's stratified bootstrap: it resamples
+  seeds within each item, which averages a seed's training noise (shared by all of that seed's items) away.
 * :func:`iqm` and :func:`probability_of_improvement` - across seeds and topologies, rliable's interquartile mean and
   P(X > Y) with stratified bootstrap CIs (Agarwal et al. 2021, "Deep RL at the Edge of the Statistical Precipice").
 * :func:`minimal_detectable_difference` - the smallest true difference a design of ``items x seeds`` detects with
@@ -38,41 +39,57 @@ class Interval:
         return f"{self.value:+.3f} [{self.lo:+.3f}, {self.hi:+.3f}]"
 
 
-def _interval(scores: dict[str, object], func, reps: int, seed: int, task_bootstrap: bool) -> dict[str, Interval]:
+def _interval(scores: dict[str, object], func, reps: int, seed: int) -> dict[str, Interval]:
+    """rliable's stratified bootstrap over runs (within each task) of ``func``; point estimates and 95 % CIs."""
     from rliable import library as rly
 
     with warnings.catch_warnings():  # rliable 1.2 passes arch a RandomState, which arch 7 calls deprecated
         warnings.filterwarnings("ignore", category=FutureWarning, module="arch")
-        point, ci = rly.get_interval_estimates(scores, func, task_bootstrap=task_bootstrap, reps=reps,
+        point, ci = rly.get_interval_estimates(scores, func, task_bootstrap=False, reps=reps,
                                                random_state=np.random.RandomState(seed))
     return {k: Interval(float(np.ravel(point[k])[0]), float(np.ravel(ci[k][0])[0]), float(np.ravel(ci[k][1])[0]))
             for k in scores}
 
 
+def mean_interval(x: np.ndarray, reps: int = REPS, seed: int = 0) -> Interval:
+    """Mean of a ``(seeds, items)`` matrix with its 95 % percentile CI from a crossed bootstrap: every replicate draws
+    ``seeds`` rows and, independently, ``items`` columns with replacement and averages the drawn sub-matrix.
+
+    Seeds and items are crossed random factors: a seed's training noise moves all of its items together, an item's
+    difficulty moves all seeds together, so each is resampled whole. (rliable's stratified bootstrap resamples seeds
+    independently within each item; with 128 items that averages the seed noise away: on the 2026-11-30 study's
+    three dyad seeds, whose CCPO - GRPO differences were -0.28, -0.03 and -0.15, it gave [-0.21, -0.11], the crossed
+    bootstrap [-0.28, -0.03].) The crossed bootstrap counts the seed x item interaction in both factors, so it errs
+    on the wide side. With one seed it resamples items only; with a handful of seeds the CI is coarse (only so many
+    distinct seed draws exist), which is the truth of the design.
+    rliable has no crossed design, hence numpy here: the replicates' means are ``w_s . x . w_i / (S I)`` with the
+    draws' counts ``w``."""
+    x = np.atleast_2d(np.asarray(x, float))
+    S, n = x.shape
+    rng = np.random.default_rng(seed)
+    ws = np.stack([np.bincount(rng.integers(S, size=S), minlength=S) for _ in range(reps)]).astype(float)
+    wi = np.stack([np.bincount(rng.integers(n, size=n), minlength=n) for _ in range(reps)]).astype(float)
+    means = np.einsum("rs,si,ri->r", ws, x, wi) / (S * n)
+    lo, hi = np.percentile(means, [2.5, 97.5])
+    return Interval(float(x.mean()), float(lo), float(hi))
+
+
 def paired_difference(a: np.ndarray, b: np.ndarray, reps: int = REPS, seed: int = 0) -> Interval:
-    """Mean of ``a - b`` over seeds and items with its paired bootstrap 95 % CI.
+    """Mean of ``a - b`` over seeds and items with its paired, crossed bootstrap 95 % CI (:func:`mean_interval`).
 
     ``a`` and ``b``: ``(seeds, items)`` scores on the same items (row ``s`` of each is one training seed; ``b`` may
     have one row, e.g. the untrained team, which is then compared with every seed of ``a``)."""
     a, b = np.atleast_2d(np.asarray(a, float)), np.atleast_2d(np.asarray(b, float))
     if a.shape[1] != b.shape[1]:
         raise ValueError(f"paired scores need the same items: {a.shape[1]} vs {b.shape[1]}")
-    d = a - b  # broadcasts a one-row reference over a's seeds
-    return _interval({"d": d}, lambda x: np.array([x.mean()]), reps, seed, task_bootstrap=True)["d"]
-
-
-def mean_interval(scores: np.ndarray, reps: int = REPS, seed: int = 0) -> Interval:
-    """Mean of a ``(seeds, items)`` score matrix with its 95 % CI (items resampled, then seeds within each item)."""
-    return _interval({"x": np.atleast_2d(np.asarray(scores, float))}, lambda x: np.array([x.mean()]), reps, seed,
-                     task_bootstrap=True)["x"]
+    return mean_interval(a - b, reps, seed)  # broadcasts a one-row reference over a's seeds
 
 
 def iqm(scores: np.ndarray, reps: int = REPS, seed: int = 0) -> Interval:
     """Interquartile mean of a ``(runs, tasks)`` score matrix with rliable's stratified bootstrap CI over runs."""
     from rliable import metrics
 
-    return _interval({"x": np.asarray(scores, float)}, lambda x: np.array([metrics.aggregate_iqm(x)]), reps, seed,
-                     task_bootstrap=False)["x"]
+    return _interval({"x": np.asarray(scores, float)}, lambda x: np.array([metrics.aggregate_iqm(x)]), reps, seed)["x"]
 
 
 def probability_of_improvement(x: np.ndarray, y: np.ndarray, reps: int = REPS, seed: int = 0) -> Interval:
@@ -81,8 +98,7 @@ def probability_of_improvement(x: np.ndarray, y: np.ndarray, reps: int = REPS, s
     from rliable import metrics
 
     return _interval({"p": (np.asarray(x, float), np.asarray(y, float))},
-                     lambda a, b: np.array([metrics.probability_of_improvement(a, b)]), reps, seed,
-                     task_bootstrap=False)["p"]
+                     lambda a, b: np.array([metrics.probability_of_improvement(a, b)]), reps, seed)["p"]
 
 
 def _z(q: float) -> float:

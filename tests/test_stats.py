@@ -11,15 +11,16 @@ from benchmarks.stats import (item_variance, iqm, minimal_detectable_difference,
 
 
 def _loop_paired_bootstrap(a, b, reps, rng):
-    """Resample items, then seeds within each drawn item; the mean difference of each replicate (plain loops)."""
+    """Draw seeds (whole rows) and, independently, items with replacement; the mean difference over the drawn
+    seeds x items of each replicate (plain loops)."""
     seeds, items = a.shape
     out = []
     for _ in range(reps):
+        rows = [rng.integers(seeds) for _ in range(seeds)]
+        cols = [rng.integers(items) for _ in range(items)]
         total = 0.0
-        for _ in range(items):
-            i = rng.integers(items)
-            for _ in range(seeds):
-                s = rng.integers(seeds)
+        for s in rows:
+            for i in cols:
                 total += a[s, i] - b[min(s, b.shape[0] - 1), i]
         out.append(total / (items * seeds))
     return np.percentile(out, [2.5, 97.5])
@@ -30,8 +31,8 @@ def test_paired_difference_matches_a_plain_loop_bootstrap(seeds):
     rng = np.random.default_rng(seeds)
     a = (rng.random((seeds, 40)) < 0.6).astype(float)
     b = (rng.random((seeds, 40)) < 0.4).astype(float)
-    got = paired_difference(a, b, reps=3000)
-    lo, hi = _loop_paired_bootstrap(a, b, 3000, np.random.default_rng(7))
+    got = paired_difference(a, b, reps=2000)
+    lo, hi = _loop_paired_bootstrap(a, b, 2000, np.random.default_rng(7))
     assert got.value == pytest.approx((a - b).mean())
     assert got.lo == pytest.approx(lo, abs=0.03) and got.hi == pytest.approx(hi, abs=0.03)
 
@@ -48,6 +49,19 @@ def test_paired_difference_edge_cases():
     assert ref.value == 1.0
     with pytest.raises(ValueError, match="same items"):
         paired_difference(np.ones((1, 3)), np.ones((1, 4)))
+
+
+def test_a_seed_effect_shared_by_every_item_widens_the_interval():
+    """Three seeds whose differences are constant over items (-0.30, 0.00, -0.15: training noise, not item noise).
+    Any bootstrap that resamples seeds within each item averages them to about -0.15 on every replicate; the crossed
+    bootstrap draws whole seeds, so the CI spans what three seeds can say (all three drawn as the 0.00 seed has
+    probability 1/27 > 2.5 %: the CI reaches 0)."""
+    d = np.repeat(np.array([[-0.30], [0.00], [-0.15]]), 128, axis=1)
+    got = paired_difference(d, np.zeros((1, 128)))
+    assert got.value == pytest.approx(-0.15)
+    assert got.lo == pytest.approx(-0.30) and got.hi == pytest.approx(0.0) and got.contains_zero
+    one = paired_difference(d[:1], np.zeros((1, 128)))  # one seed: nothing to resample but items
+    assert (one.lo, one.hi) == pytest.approx((-0.30, -0.30))
 
 
 def test_pairing_is_what_makes_a_small_difference_visible():
