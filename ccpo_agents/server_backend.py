@@ -72,13 +72,14 @@ class VLLMServer:
         startup_timeout: seconds to wait for ``/health``.
         log_path: server stdout/stderr go here (default: a new private file in the temp dir, mode 0600).
         extra_args: more command-line arguments for the server.
-        dtype: weights dtype in the server (see :func:`ccpo_agents.hardware.resolve_dtype`).
+        dtype: weights dtype in the server; ``auto``: :func:`ccpo_agents.hardware.resolve_dtype` (float32 on a CPU
+            without native bf16), not vLLM's ``auto`` (the checkpoint's dtype).
         api_key: the key clients must send (default: a fresh random one; read it from :attr:`api_key`).
     """
 
     def __init__(self, model: str, port: int | None = None, max_model_len: int = 2048, max_lora_rank: int = 16,
                  max_loras: int = 4, startup_timeout: float = 600.0, log_path: str | None = None,
-                 extra_args: Sequence[str] = (), dtype: str = "bfloat16", api_key: str | None = None):
+                 extra_args: Sequence[str] = (), dtype: str = "auto", api_key: str | None = None):
         self.dtype = dtype
         self.api_key = api_key or secrets.token_urlsafe(32)
         self.model, self.port = model, port or free_port()
@@ -91,12 +92,14 @@ class VLLMServer:
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> "VLLMServer":
+        from ccpo_agents.hardware import resolve_dtype
         from ccpo_agents.vllm_backend import cpu_engine_env, on_cpu
 
         cpu = on_cpu()
+        dtype = resolve_dtype(self.dtype, "cpu" if cpu else "cuda")  # vLLM's own "auto" is the checkpoint's
         cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", self.model,
                "--served-model-name", "base", "--host", self.host, "--port", str(self.port),
-               "--max-model-len", str(self.max_model_len), "--dtype", self.dtype, "--enable-lora",
+               "--max-model-len", str(self.max_model_len), "--dtype", dtype, "--enable-lora",
                "--max-lora-rank", str(self.max_lora_rank), "--max-loras", str(self.max_loras),
                # log-probs of the sampling distribution, log_softmax(logits / T): what the trainer computes
                "--logprobs-mode", "processed_logprobs"]

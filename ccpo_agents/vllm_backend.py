@@ -75,7 +75,11 @@ class VLLMPolicy:
                  seed: int = 0, role_prompts: Mapping[str, str | None] | None = None, enable_lora: bool = True,
                  dtype: str = "auto", gpu_memory_utilization: float = 0.5,
                  engine_kwargs: Mapping[str, Any] | None = None):
-        if on_cpu():
+        from ccpo_agents.hardware import resolve_dtype
+
+        cpu = on_cpu()
+        dtype = resolve_dtype(dtype, "cpu" if cpu else "cuda")  # vLLM's own "auto" is the checkpoint's (bf16)
+        if cpu:
             cpu_engine_env(os.environ)
             cpu_lora.install()  # here too, for engines that run in this process
         lifetime.mark_owner()  # the engine processes die with this one (ccpo_agents/lifetime.py)
@@ -89,7 +93,7 @@ class VLLMPolicy:
             kw.update(max_loras=max(1, len(roles)), max_lora_rank=max_lora_rank)
         if os.environ.get("CCPO_QUIET") == "1":  # set by ccpo_agents.logs.quiet_logs
             kw.update(use_tqdm_on_load=False)
-        if on_cpu():
+        if cpu:
             # Chunked prefill discards a partial prefill's sampled token by rewinding the request's generator, and
             # CPU generators cannot rewind ("CPU Generator does not use offset"): off, so per-request seeds work.
             kw.update(enforce_eager=True, enable_chunked_prefill=False, block_size=CPU_BLOCK_SIZE,

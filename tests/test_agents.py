@@ -130,6 +130,16 @@ def test_adapter_versions_are_released(vllm_engine, team, tmp_path):
     assert ids[-1] in loaded and ids[0] not in loaded and ids[1] not in loaded
 
 
+def test_engine_dtype_auto_is_chosen_per_hardware_not_taken_from_the_checkpoint(vllm_engine):
+    """The tiny checkpoint is bf16; ``dtype="auto"`` must mean ccpo's choice (float32 on a CPU without native bf16,
+    where bf16 generation is ~4x slower), not vLLM's ``auto`` (the checkpoint's dtype), as the trainer's does."""
+    from ccpo_agents.hardware import resolve_dtype
+    from ccpo_agents.vllm_backend import on_cpu
+
+    want = resolve_dtype("auto", "cpu" if on_cpu() else "cuda")
+    assert str(vllm_engine.llm.llm_engine.vllm_config.model_config.dtype) == f"torch.{want}"
+
+
 def test_a_call_repeats_bit_for_bit_whatever_the_engine_ran_before(vllm_engine, team, tmp_path):
     """With prefix caching in 32-token blocks, requests of a call share their template and question blocks, and a
     request whose prefix was computed earlier rounds differently. ``VLLMPolicy._run`` empties the cache and queues
