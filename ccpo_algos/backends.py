@@ -7,14 +7,6 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-from ccpo_agents.hardware import resolve_dtype
-
-
-def _engine_dtype(cfg: Any) -> str:
-    import torch
-
-    return resolve_dtype(cfg.dtype, "cuda" if torch.cuda.is_available() else "cpu")  # where vLLM runs
-
 
 def vllm_backend(cfg: Any, model_path: str, roles: list[str], prompts: dict[str, str | None]) -> Any:
     """vLLM in this process: one engine, one LoRA adapter per role (``finetune=full``: one engine per role)."""
@@ -22,11 +14,11 @@ def vllm_backend(cfg: Any, model_path: str, roles: list[str], prompts: dict[str,
         from ccpo_agents.full_backend import PerRoleEngines
 
         return PerRoleEngines(model_path, roles, max_model_len=cfg.max_model_len, seed=cfg.seed,
-                              role_prompts=prompts, dtype=_engine_dtype(cfg))
+                              role_prompts=prompts, dtype=cfg.dtype)
     from ccpo_agents.vllm_backend import VLLMPolicy
 
     return VLLMPolicy(model_path, roles, max_model_len=cfg.max_model_len, max_lora_rank=cfg.lora_r, seed=cfg.seed,
-                      role_prompts=prompts, dtype=_engine_dtype(cfg))
+                      role_prompts=prompts, dtype=cfg.dtype)
 
 
 def server_backend(cfg: Any, model_path: str, roles: list[str], prompts: dict[str, str | None]) -> Any:
@@ -37,7 +29,7 @@ def server_backend(cfg: Any, model_path: str, roles: list[str], prompts: dict[st
     api_key = os.environ.get(cfg.api_key_env) or None  # remote servers: the key comes from the environment
     if not endpoints:
         server = VLLMServer(model_path, max_model_len=cfg.max_model_len, max_lora_rank=cfg.lora_r,
-                            max_loras=len(roles), dtype=_engine_dtype(cfg)).start()
+                            max_loras=len(roles), dtype=cfg.dtype).start()
         endpoints, api_key = [server.url], server.api_key
     return ServerPolicy(endpoints, model_path, roles, cfg.max_model_len, prompts, api_key=api_key)
 
