@@ -1,12 +1,16 @@
-"""Shared pieces of the benchmark scripts: markdown output, and the ccpo side of the step-time comparisons."""
+"""Shared pieces of the benchmark scripts: markdown output, measurements in a child process, and the ccpo side of the
+step-time comparisons."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
+import subprocess
+import sys
 import tempfile
-from typing import Any
+from typing import Any, Mapping
 
 
 def emit(text: str, out: str | None) -> str:
@@ -17,6 +21,18 @@ def emit(text: str, out: str | None) -> str:
         with open(out, "w") as f:
             f.write(text)
     return text
+
+
+def run_child(code: str, *args: Any, env: Mapping[str, str] | None = None, timeout: float = 1800) -> dict[str, Any]:
+    """Run the Python program ``code`` with ``args`` in a child process and return the JSON of the ``RESULT {...}``
+    line it prints. One vLLM engine per child: what applies at engine start (settings, plugins, memory) does not leak
+    from one measurement into the next. ``env`` is added to this process's environment."""
+    proc = subprocess.run([sys.executable, "-c", code, *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, **(env or {})})
+    line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
+    if line is None:
+        raise RuntimeError(f"benchmark child {list(map(str, args))} failed:\n{proc.stderr[-2000:]}")
+    return json.loads(line[len("RESULT "):])
 
 
 def step_time_parser(doc: str) -> argparse.ArgumentParser:

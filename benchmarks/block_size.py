@@ -15,10 +15,8 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
-import sys
 
-from benchmarks._report import emit
+from benchmarks._report import emit, run_child
 from benchmarks.dtype_speed import cpu_description
 
 _CHILD = r"""
@@ -57,12 +55,7 @@ def seconds_by_block(model: str, blocks: list[int], rounds: int, batch: int, gro
     prompt_tokens = 0.0
     for r in range(rounds):
         for b in (blocks if r % 2 == 0 else blocks[::-1]):
-            proc = subprocess.run([sys.executable, "-c", _CHILD, model, str(b), str(batch), str(group),
-                                   str(max_tokens), str(repeats)], capture_output=True, text=True, timeout=1800)
-            line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
-            if line is None:
-                raise RuntimeError(f"vLLM child (block {b}) failed:\n{proc.stderr[-2000:]}")
-            res = json.loads(line[len("RESULT "):])
+            res = run_child(_CHILD, model, b, batch, group, max_tokens, repeats)
             prompt_tokens = res.pop("prompt_tokens")
             for k, v in res.items():
                 out[b][k] += v

@@ -16,10 +16,9 @@ import os
 import platform
 import statistics
 import subprocess
-import sys
 import time
 
-from benchmarks._report import emit
+from benchmarks._report import emit, run_child
 
 _VLLM_CHILD = r"""
 import json, sys, time
@@ -72,12 +71,7 @@ def vllm_tokens_per_second(model: str, repeats: int, prompts: int, max_tokens: i
     out: dict[str, list[float]] = {"float32": [], "bfloat16": []}
     for r in range(repeats):
         for d in (("float32", "bfloat16") if r % 2 == 0 else ("bfloat16", "float32")):
-            proc = subprocess.run([sys.executable, "-c", _VLLM_CHILD, model, d, str(prompts), str(max_tokens)],
-                                  capture_output=True, text=True, timeout=1800)
-            line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
-            if line is None:
-                raise RuntimeError(f"vLLM child ({d}) failed:\n{proc.stderr[-2000:]}")
-            res = json.loads(line[len("RESULT "):])
+            res = run_child(_VLLM_CHILD, model, d, prompts, max_tokens)
             out[d].append(res["tokens"] / res["seconds"])
     return out
 

@@ -120,6 +120,29 @@ def test_mixed_role_batch_uses_each_roles_adapter(vllm_engine, team, tmp_path):
     assert (lp[0, :len(out[-1][0].logprobs)] - torch.tensor(out[-1][0].logprobs)).abs().mean() < LOGPROB_MEAN_TOL
 
 
+def test_a_role_moved_to_the_base_model_gets_no_stale_adapter(vllm_engine, team, tmp_path):
+    """vLLM keeps a released adapter's weights in its slot until another adapter is loaded there, and its CPU
+    PyTorch ops serve 'no adapter' tokens from the last slot (``W[-1]``). After every slot held an adapter and all
+    but one role went back to the base model, a batch mixing that one adapter with base-served roles must still give
+    the base roles the bare base model (``ccpo_agents/cpu_lora.py`` skips slot -1)."""
+    _perturb(team, "thinker_0", 0.3, seed=6)
+    adapter = team.save_adapter("thinker_0", tmp_path / "thinker_0")
+    for role in vllm_engine.roles:  # every slot of the engine gets an adapter...
+        vllm_engine.load_adapter(role, adapter)
+    vllm_engine.generate([Request(r, "go") for r in vllm_engine.roles], SamplingConfig(max_tokens=1))
+    for role in vllm_engine.roles[1:]:  # ...and all but the first role are released to the base model
+        vllm_engine.use_base(role)
+    base_roles = vllm_engine.roles[1:4]
+    reqs = [Request(r, f"Calculate {i} + 5.", seed=i) for i, r in enumerate([vllm_engine.roles[0], *base_roles])]
+    out = vllm_engine.generate(reqs, SamplingConfig(max_tokens=16))
+    cs = [o[0] for o in out[1:]]
+    with torch.no_grad():
+        lp, _ = team.token_logprobs("thinker_0", [c.prompt_ids for c in cs], [c.completion_ids for c in cs],
+                                    reference=True)
+    diffs = torch.cat([(lp[i, :len(c.logprobs)] - torch.tensor(c.logprobs)).abs() for i, c in enumerate(cs)])
+    assert diffs.mean().item() < LOGPROB_MEAN_TOL and diffs.max().item() < LOGPROB_MAX_TOL, diffs.max()
+
+
 def test_adapter_versions_are_released(vllm_engine, team, tmp_path):
     ids = []
     for i in range(3):
