@@ -2,7 +2,8 @@
 
 The trainer speaks tokens: :meth:`HFTeam.token_logprobs` scores given ``(prompt, completion)`` token pairs under a
 role's adapter, batched with left-padded prompts and right-padded completions so every row's completion starts at
-the same position (only those logits are computed). :meth:`HFTeam.save_adapter` writes a role's adapter in peft
+the same position (only those logits are computed); where rows share a prompt prefix (a GRPO group's samples, a
+team's system prompt and question) it runs once and the rest runs against its cached keys and values. :meth:`HFTeam.save_adapter` writes a role's adapter in peft
 format (safetensors), atomically, for the rollout engine to load.
 """
 
@@ -17,6 +18,8 @@ from typing import Any, Sequence
 
 import torch
 from torch import Tensor, nn
+
+from ccpo_agents.prefix_plan import plan
 
 #: Projection names LoRA adapts by default (Llama / Qwen2 / Mistral families).
 DEFAULT_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -71,10 +74,16 @@ class HFTeam:
         device: where the model, the value head and every tensor this class creates live (``cuda:0``, ``cpu``).
         full_roles: roles trained as full models (float32 master weights, forward under bf16 autocast where the
             compute dtype is bf16); memory: weights + gradients + two AdamW moments, 16 bytes per parameter each.
+        share_prompts: in :meth:`token_logprobs`, run the prompt prefix that rows of a micro-batch share once and
+            score the rest against its cached keys and values where that computes fewer token positions
+            (:mod:`ccpo_agents.prefix_plan`: a GRPO group's samples share their whole prompt, a team's agents the
+            system prompt and question); ``False``: one full sequence per row. The same numbers up to float
+            rounding.
     """
 
     def __init__(self, model: str, roles: Sequence[str], lora: LoraSpec = LoraSpec(), dtype: str = "auto",
-                 critic: bool = False, seed: int = 0, device: str = "cpu", full_roles: Sequence[str] = ()):
+                 critic: bool = False, seed: int = 0, device: str = "cpu", full_roles: Sequence[str] = (),
+                 share_prompts: bool = True):
         from peft import get_peft_model
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -91,6 +100,7 @@ class HFTeam:
         base = AutoModelForCausalLM.from_pretrained(model, dtype=self.compute_dtype)
         self.roles = list(roles)
         self.lora = lora
+        self.share_prompts = share_prompts
         self.full: dict[str, nn.Module] = {r: AutoModelForCausalLM.from_pretrained(model, dtype=torch.float32)
                                            for r in full_roles}
         self.updated: set[str] = set()  # full roles whose weights have changed since they were loaded
@@ -200,31 +210,81 @@ class HFTeam:
         net, ctx = self._net(role, reference)
         out_lp, out_mask = [], []
         L = max(1, max(len(c) for c in completion_ids))
-        for s in range(0, len(prompt_ids), micro_batch):
-            ids, att, pos, cmask, C = self._batch(prompt_ids[s:s + micro_batch], completion_ids[s:s + micro_batch])
-            with ctx:
-                logits = net(input_ids=ids, attention_mask=att, position_ids=pos, logits_to_keep=C + 1).logits
-            logits = logits[:, :-1].float() / temperature  # position t predicts token t+1: the completion tokens
-            target = ids[:, -C:]
-            lp = logits.log_softmax(-1).gather(-1, target[..., None])[..., 0] * cmask
-            out_lp.append(nn.functional.pad(lp, (0, L - C)))
-            out_mask.append(nn.functional.pad(cmask, (0, L - C)))
+        with ctx:  # entered once: peft's disable_adapter() is a one-shot context manager
+            for s in range(0, len(prompt_ids), micro_batch):
+                prompts, comps = prompt_ids[s:s + micro_batch], completion_ids[s:s + micro_batch]
+                clusters = plan(prompts, comps) if self.share_prompts else None
+                logits, target, cmask = (self._logits(net, prompts, comps) if clusters is None
+                                         else self._shared_prefix_logits(net, prompts, comps, clusters))
+                C = target.shape[1]
+                lp = (logits.float() / temperature).log_softmax(-1).gather(-1, target[..., None])[..., 0] * cmask
+                out_lp.append(nn.functional.pad(lp, (0, L - C)))
+                out_mask.append(nn.functional.pad(cmask, (0, L - C)))
         return torch.cat(out_lp), torch.cat(out_mask)
 
+    def _logits(self, net: nn.Module, prompts: Sequence[Sequence[int]], comps: Sequence[Sequence[int]]
+                ) -> tuple[Tensor, Tensor, Tensor]:
+        """One row per (prompt, completion): the logits that predict each completion token ``(N, C, V)``, the
+        completion tokens ``(N, C)`` and their mask."""
+        ids, att, pos, cmask, C = self._batch(prompts, comps)
+        logits = net(input_ids=ids, attention_mask=att, position_ids=pos, logits_to_keep=C + 1).logits
+        return logits[:, :-1], ids[:, -C:], cmask  # position t predicts token t+1: the completion tokens
+
+    def _shared_prefix_logits(self, net: nn.Module, prompts: Sequence[Sequence[int]], comps: Sequence[Sequence[int]],
+                              clusters: list[tuple[int, list[int]]]) -> tuple[Tensor, Tensor, Tensor]:
+        """:meth:`_logits` in two passes (:mod:`ccpo_agents.prefix_plan`): each cluster's shared prompt prefix once,
+        its keys and values cached with grad and gathered per row, then each row's rest of prompt + completion
+        against it. The same function of the weights as one full sequence per row."""
+        from transformers import DynamicCache
+
+        N, dev = len(prompts), self.device
+        K, cluster = [0] * N, [0] * N
+        for i, (k, rows) in enumerate(clusters):
+            for r in rows:
+                K[r], cluster[r] = k, i
+        heads = [list(prompts[rows[0]][:k]) for k, rows in clusters]
+        ids, att, pos, _, _ = self._batch(heads, [[] for _ in heads])
+        ids, att, pos = ids[:, :-1], att[:, :-1], pos[:, :-1]  # drop the empty completion's padding column
+        cache = DynamicCache(config=net.config)
+        net(input_ids=ids, attention_mask=att, position_ids=pos, past_key_values=cache, use_cache=True,
+            logits_to_keep=1)
+        row_cluster = torch.tensor(cluster, device=dev)
+        cache.batch_select_indices(row_cluster)
+        # second pass: rest of prompt + completion minus its last token, right-padded; row r's completion token j
+        # is predicted at position start[r] + j (its last prompt token is at start[r])
+        rest = [list(p[k:]) + list(c[:-1]) for p, c, k in zip(prompts, comps, K)]
+        start = [len(p) - k - 1 for p, k in zip(prompts, K)]
+        S, C = max(len(x) for x in rest), max(1, max(len(c) for c in comps))
+        keep = S - min(start)
+        tail_ids = torch.tensor([x + [self.pad_id] * (S - len(x)) for x in rest], device=dev)
+        tail_att = torch.tensor([[1] * len(x) + [0] * (S - len(x)) for x in rest], device=dev)
+        tail_pos = torch.tensor(K, device=dev)[:, None] + torch.arange(S, device=dev)
+        tail = net(input_ids=tail_ids, attention_mask=torch.cat([att[row_cluster], tail_att], -1),
+                   position_ids=tail_pos, past_key_values=cache, use_cache=True, logits_to_keep=keep).logits
+        at = (torch.tensor(start, device=dev)[:, None] + torch.arange(C, device=dev)).clamp_max(S - 1) - (S - keep)
+        logits = tail.gather(1, at[..., None].expand(-1, -1, tail.shape[-1]))
+        target = torch.tensor([list(c) + [self.pad_id] * (C - len(c)) for c in comps], device=dev)
+        cmask = torch.tensor([[j < len(c) for j in range(C)] for c in comps], dtype=torch.bool, device=dev)
+        return logits, target, cmask
+
     def values(self, prompt_ids: Sequence[Sequence[int]], micro_batch: int = 8) -> Tensor:
-        """Critic values ``(N,)``: the value head on the last prompt token's final hidden state (critic adapter)."""
+        """Critic values ``(N,)``: the value head on the last prompt token's final hidden state (critic adapter).
+        Each distinct prompt runs once (a GRPO group's G episodes start from one question)."""
         if self.value_head is None:
             raise RuntimeError("this HFTeam has no critic; build it with critic=True")
         self.use(CRITIC)
+        first: dict[tuple[int, ...], int] = {}
+        row = [first.setdefault(tuple(p), len(first)) for p in prompt_ids]
+        unique = [list(p) for p in first]
         vals = []
-        for s in range(0, len(prompt_ids), micro_batch):
-            ids, att, pos, _, _ = self._batch(prompt_ids[s:s + micro_batch], [[] for _ in prompt_ids[s:s + micro_batch]])
+        for s in range(0, len(unique), micro_batch):
+            ids, att, pos, _, _ = self._batch(unique[s:s + micro_batch], [[] for _ in unique[s:s + micro_batch]])
             ids, att, pos = ids[:, :-1], att[:, :-1], pos[:, :-1]  # drop the empty completion's padding column
             out = self.model(input_ids=ids, attention_mask=att, position_ids=pos, output_hidden_states=True,
                              logits_to_keep=1)
             h = out.hidden_states[-1][:, -1].float()
             vals.append(self.value_head(h)[:, 0])
-        return torch.cat(vals)
+        return torch.cat(vals)[torch.tensor(row, device=self.device)]
 
     # ------------------------------------------------------------------------------------------ adapters i/o
     def save_adapter(self, role: str, out: str | os.PathLike) -> Path:

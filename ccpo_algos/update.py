@@ -47,6 +47,14 @@ def mini_batches(keep: list[int], group_size: int, prompts_per_mini_batch: int, 
     return out
 
 
+def prompt_major_order(turns: list[Completion], idx: list[int]) -> list[int]:
+    """``idx`` reordered for micro-batching: by prompt tokens, lexicographically, so that turns sharing a prompt (a
+    GRPO group) or a prompt prefix (the same question, another agent's message after it) are neighbours and the
+    trainer runs what they share once (:mod:`ccpo_agents.prefix_plan`); then by completion length. Deterministic;
+    the loss does not depend on the order."""
+    return sorted(idx, key=lambda e: (turns[e].prompt_ids, len(turns[e].completion_ids), e))
+
+
 def _trainer_logprobs(team: HFTeam, role: str, turns: list[Completion], idx: list[int], cfg: TrainConfig
                       ) -> dict[int, torch.Tensor]:
     """Per-episode log-probs of the current parameters, no grad (π_old for several optimiser steps)."""
@@ -79,15 +87,13 @@ def policy_step(team: HFTeam, role: str, opt: torch.optim.Optimizer, turns: list
     n_episodes = max(episode) + 1 if episode else 0
     batches = mini_batches(keep, cfg.group_size, cfg.ppo_mini_batch // ctx.world if cfg.ppo_mini_batch else 0,
                            n_episodes, episode)
-    by_length = sorted(keep, key=lambda e: (len(turns[e].prompt_ids) + len(turns[e].completion_ids), e))
-    before = _trainer_logprobs(team, role, turns, by_length, cfg) if len(batches) > 1 else None
+    before = _trainer_logprobs(team, role, turns, prompt_major_order(turns, keep), cfg) if len(batches) > 1 else None
     zero = torch.zeros((), device=dev)
     stats = {k: zero.clone() for k in ("loss", "ratio", "kl", "clip_frac", "mismatch", "mismatch_abs", "tokens")}
     params = team.trainable_parameters(role)
     grad_norms = []
     for batch in batches:
-        # micro-batches of similar lengths: less padding in every forward (the loss weights do not depend on order)
-        batch = sorted(batch, key=lambda e: (len(turns[e].prompt_ids) + len(turns[e].completion_ids), e))
+        batch = prompt_major_order(turns, batch)
         opt.zero_grad(set_to_none=True)
         n_tokens = sum(len(turns[e].completion_ids) for e in batch)
         for s in range(0, len(batch), cfg.micro_batch):

@@ -236,9 +236,16 @@ def test_hf_gradients_reach_only_the_active_role(team, vllm_engine):
 
 
 def test_critic_values_and_adapter_round_trip(team, tmp_path):
-    ids = [[1, 2, 3], [4, 5]]
+    ids = [[1, 2, 3], [4, 5], [1, 2, 3]]  # a prompt seen twice runs once
+    head = team.value_head.weight.detach().clone()
+    with torch.no_grad():
+        team.value_head.weight.normal_(0, 1.0, generator=torch.Generator().manual_seed(0))  # not the zero init
     v = team.values(ids)
-    assert v.shape == (2,) and torch.isfinite(v).all()
+    alone = torch.cat([team.values([p]) for p in ids])
+    with torch.no_grad():
+        team.value_head.weight.copy_(head)
+    assert v.shape == (3,) and torch.isfinite(v).all() and v[0] != v[1]
+    torch.testing.assert_close(v, alone, atol=1e-5, rtol=0)
     path = team.save_adapter("thinker_0", tmp_path / "a")
     assert (path / "adapter_model.safetensors").exists() and (path / "adapter_config.json").exists()
     before = [p.detach().clone() for p in team.trainable_parameters("thinker_0")]

@@ -14,6 +14,7 @@ from torch.utils._pytree import tree_flatten
 
 from ccpo_agents.hf_backend import HFTeam, LoraSpec
 from ccpo_agents.policy import Completion
+from ccpo_agents.prefix_plan import plan
 from ccpo_algos.advantage import AdvantageConfig, mappo_advantage
 from ccpo_algos.config import preset
 from ccpo_algos.loss import LossConfig, value_loss
@@ -45,21 +46,29 @@ TURNS = [Completion("agent_0", "x", [1, 2, 3, 4], [5, 6, 7], [-1.0, -2.0, -1.5],
          Completion("agent_0", "y", [1, 2], [5, 6, 7, 8], [-1.0] * 4, "stop")]
 
 
+GROUP = [Completion("agent_0", "x", [1, 2, 3, 4, 5, 6], [7, 8, 9], [-1.0] * 3, "stop"),
+         Completion("agent_0", "y", [1, 2, 3, 4, 5, 6], [7, 9], [-1.0] * 2, "stop"),
+         Completion("agent_0", "z", [1, 2, 3, 4, 5, 6], [8], [-1.0], "stop")]  # one prompt: the shared-prefix path
+
+
 @pytest.fixture(scope="module")
 def meta_team(tiny_model):
     return HFTeam(tiny_model, ["agent_0"], LoraSpec(8, 16), "float32", critic=True, device="meta")
 
 
-@pytest.mark.parametrize("kind,mini_batch,pi_old", [("turn", 0, "trainer"), ("gspo", 1, "trainer"),
-                                                    ("token", 0, "engine")])
-def test_every_op_of_a_policy_step_runs_on_the_team_device(meta_team, tiny_model, kind, mini_batch, pi_old):
-    """Forward, loss (with KL to the reference), backward, gradient clipping and the AdamW step."""
-    cfg = preset("smoke", model=tiny_model, group_size=1, prompts_per_step=2, ppo_mini_batch=mini_batch,
+@pytest.mark.parametrize("kind,mini_batch,pi_old,turns", [("turn", 0, "trainer", TURNS), ("gspo", 1, "trainer", TURNS),
+                                                          ("token", 0, "engine", TURNS), ("turn", 0, "trainer", GROUP)])
+def test_every_op_of_a_policy_step_runs_on_the_team_device(meta_team, tiny_model, kind, mini_batch, pi_old, turns):
+    """Forward (one sequence per turn, or a shared prompt prefix once), loss (with KL to the reference), backward,
+    gradient clipping and the AdamW step."""
+    cfg = preset("smoke", model=tiny_model, group_size=1, prompts_per_step=len(turns), ppo_mini_batch=mini_batch,
                  pi_old=pi_old, kl_coef=0.1)
     opt = torch.optim.AdamW(meta_team.trainable_parameters("agent_0"), lr=1e-3)
-    adv = torch.tensor([1.0, -1.0])  # advantages arrive from the credit stage on the CPU
+    adv = torch.linspace(1.0, -1.0, len(turns))  # advantages arrive from the credit stage on the CPU
+    if turns is GROUP:
+        assert plan([t.prompt_ids for t in turns], [t.completion_ids for t in turns]) is not None
     with MetaAsAccelerator() as mode:
-        stats = policy_step(meta_team, "agent_0", opt, TURNS, adv, cfg, LossConfig(kind=kind, kl_coef=0.1))
+        stats = policy_step(meta_team, "agent_0", opt, turns, adv, cfg, LossConfig(kind=kind, kl_coef=0.1))
     assert mode.ops > 500, "the step did not run"
     assert mode.mixed == [], f"ops that would meet a CPU and a CUDA tensor: {sorted(set(mode.mixed))}"
     assert {v.device.type for v in stats.values()} == {"meta"}
@@ -69,7 +78,7 @@ def test_every_op_of_a_policy_step_runs_on_the_team_device(meta_team, tiny_model
 def test_critic_values_advantage_and_value_loss_run_on_the_team_device(meta_team):
     stage = torch.tensor([0, 1])  # layout (host ints), as the trainer passes it
     with MetaAsAccelerator() as mode:
-        v = meta_team.values([[1, 2, 3], [4, 5], [6, 7, 8], [9]]).view(2, 2)  # (E, S)
+        v = meta_team.values([[1, 2, 3], [4, 5], [1, 2, 3], [9]]).view(2, 2)  # (E, S); a prompt seen twice
         rewards = torch.tensor([[1.0, 1.0], [0.0, 0.0]]).to("meta")
         adv, ret = mappo_advantage(rewards, torch.tensor([0, 0], device="meta"), v.detach()[:, stage.tolist()],
                                    stage, AdvantageConfig())
