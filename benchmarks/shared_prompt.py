@@ -45,6 +45,7 @@ def main(argv: list[str] | None = None) -> str:
     p.add_argument("--group", type=int, default=4, help="completions per question (G)")
     p.add_argument("--min-len", type=int, default=8, help="shortest completion")
     p.add_argument("--max-tokens", type=int, default=32, help="longest completion")
+    p.add_argument("--micro-batch", type=int, default=0, help="rows per forward (default: the cpu preset's)")
     p.add_argument("--repeats", type=int, default=4, help="alternating repeats per setting (plus one warm-up each)")
     p.add_argument("--out", default=None, help="also write the markdown result here")
     args = p.parse_args(argv)
@@ -58,6 +59,7 @@ def main(argv: list[str] | None = None) -> str:
     from ccpo_algos.update import policy_step
 
     cfg = preset("cpu", prompts_per_step=args.prompts, group_size=args.group)
+    cfg.micro_batch = args.micro_batch or cfg.micro_batch
     team = HFTeam(resolve_model(args.model), ["agent_0"], LoraSpec(cfg.lora_r, cfg.lora_alpha), dtype=cfg.dtype)
     turns = _batch(team.tokenizer, cfg.task, cfg.answer_prompt, args.prompts, args.group, args.min_len,
                    args.max_tokens, seed=0)
