@@ -27,7 +27,7 @@ from benchmarks.compare import comparison_section, marl_eval_layout, paired_betw
 
 #: Suite presets. ``train`` holds TrainConfig overrides shared by every run.
 BENCH_PRESETS: dict[str, dict[str, Any]] = {
-    # The README's main job: CPU, embedded SmolLM2-135M: 23 min on one 2-core CPU, 41 min on an AVX2-only one
+    # The README's main job: CPU, embedded SmolLM2-135M: 23 min on one 2-core CPU, 39.6 min on an AVX2-only one
     # (benchmarks/measured/); halving it is issue 10.
     # 10 steps x 16 episodes per run (on top of the `cpu` TrainConfig preset); held-out eval at the end.
     "default": dict(algos=("ccpo", "grpo", "mappo"), envs=("dyad_v0", "vote_v0"), seeds=(0,),
