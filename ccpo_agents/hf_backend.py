@@ -3,8 +3,9 @@
 The trainer speaks tokens: :meth:`HFTeam.token_logprobs` scores given ``(prompt, completion)`` token pairs under a
 role's adapter, batched with left-padded prompts and right-padded completions so every row's completion starts at
 the same position (only those logits are computed); where rows share a prompt prefix (a GRPO group's samples, a
-team's system prompt and question) it runs once and the rest runs against its cached keys and values. :meth:`HFTeam.save_adapter` writes a role's adapter in peft
-format (safetensors), atomically, for the rollout engine to load.
+team's system prompt and question) it runs once and the rest runs against its cached keys and values.
+:meth:`HFTeam.save_adapter` writes a role's adapter in peft format (safetensors), atomically, for the rollout engine
+to load.
 """
 
 from __future__ import annotations
