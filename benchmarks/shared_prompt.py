@@ -90,8 +90,9 @@ def main(argv: list[str] | None = None) -> str:
     C = statistics.mean(len(t.completion_ids) for t in turns)
     lines = [f"# Update step with shared prompts, on {cpu_description()}", "",
              f"Model {args.model}, {cfg.dtype} -> {team.compute_dtype}; {args.prompts} questions x {args.group} "
-             f"completions, prompts {P:.0f} tokens (mean), completions {args.min_len}-{args.max_tokens} (mean {C:.1f}); "
-             f"micro-batch {cfg.micro_batch}, LoRA r={cfg.lora_r}; `policy_step` (log-probs, loss, backward, AdamW).", "",
+             f"completions, prompts {P:.0f} tokens (mean), completions {args.min_len}-{args.max_tokens} "
+             f"(mean {C:.1f}); micro-batch {cfg.micro_batch}, LoRA r={cfg.lora_r}; `policy_step` (log-probs, loss, "
+             "backward, AdamW).", "",
              "| trainer | s/update (mean) | repeats |", "|---|---|---|",
              f"| one full sequence per sample | {off:.2f} | {len(times[False])} |",
              f"| each group's prompt once (`share_prompts`) | {on:.2f} | {len(times[True])} |", "",

@@ -188,6 +188,11 @@ class HFTeam:
         pos = (att.cumsum(-1) - 1).clamp_min(0)
         return ids, att, pos, torch.tensor(cmask, dtype=torch.bool, device=self.device), C
 
+    def _prompt_batch(self, prompt_ids: Sequence[Sequence[int]]) -> tuple[Tensor, Tensor, Tensor]:
+        """Left-padded prompts alone: ``(ids, attention mask, positions)``."""
+        ids, att, pos, _, _ = self._batch(prompt_ids, [[] for _ in prompt_ids])
+        return ids[:, :-1], att[:, :-1], pos[:, :-1]  # drop the empty completion's padding column
+
     def token_logprobs(self, role: str, prompt_ids: Sequence[Sequence[int]], completion_ids: Sequence[Sequence[int]],
                        micro_batch: int = 8, reference: bool = False, temperature: float = 1.0
                        ) -> tuple[Tensor, Tensor]:
@@ -243,9 +248,7 @@ class HFTeam:
         for i, (k, rows) in enumerate(clusters):
             for r in rows:
                 K[r], cluster[r] = k, i
-        heads = [list(prompts[rows[0]][:k]) for k, rows in clusters]
-        ids, att, pos, _, _ = self._batch(heads, [[] for _ in heads])
-        ids, att, pos = ids[:, :-1], att[:, :-1], pos[:, :-1]  # drop the empty completion's padding column
+        ids, att, pos = self._prompt_batch([prompts[rows[0]][:k] for k, rows in clusters])
         cache = DynamicCache(config=net.config)
         net(input_ids=ids, attention_mask=att, position_ids=pos, past_key_values=cache, use_cache=True,
             logits_to_keep=1)
@@ -279,8 +282,7 @@ class HFTeam:
         unique = [list(p) for p in first]
         vals = []
         for s in range(0, len(unique), micro_batch):
-            ids, att, pos, _, _ = self._batch(unique[s:s + micro_batch], [[] for _ in unique[s:s + micro_batch]])
-            ids, att, pos = ids[:, :-1], att[:, :-1], pos[:, :-1]  # drop the empty completion's padding column
+            ids, att, pos = self._prompt_batch(unique[s:s + micro_batch])
             out = self.model(input_ids=ids, attention_mask=att, position_ids=pos, output_hidden_states=True,
                              logits_to_keep=1)
             h = out.hidden_states[-1][:, -1].float()
