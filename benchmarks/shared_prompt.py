@@ -1,7 +1,8 @@
 """One role's policy update with each group's prompt run once against one full sequence per sample, side by side.
 
 The update (:func:`ccpo_algos.update.policy_step`: log-probs, clipped loss, backward, AdamW) on the same batch in one
-process, ``HFTeam.share_prompts`` on and off, alternating repeats: B questions of the training task, chat-templated
+process, ``HFTeam.share_prompts`` off, on with the rest in one call, and on with the rest in length buckets (one
+setting per ``--overheads`` value, ``HFTeam.bucket_overhead``), in rotating order: B questions of the training task, chat-templated
 as an agent sees them, G completions each of random tokens whose lengths are drawn from ``--min-len..--max-tokens``
 (the time depends on the lengths, not on the tokens). The first repeat of each setting warms up and is not counted.
 The log-probs of the two settings are compared on the same weights first.
@@ -18,6 +19,7 @@ import time
 
 from benchmarks._report import emit
 from benchmarks.dtype_speed import cpu_description
+from ccpo_agents.prefix_plan import BUCKET_OVERHEAD
 
 
 def _batch(tokenizer, task: str, system: str, prompts: int, group: int, min_len: int, max_len: int, seed: int):
@@ -46,7 +48,9 @@ def main(argv: list[str] | None = None) -> str:
     p.add_argument("--min-len", type=int, default=8, help="shortest completion")
     p.add_argument("--max-tokens", type=int, default=32, help="longest completion")
     p.add_argument("--micro-batch", type=int, default=0, help="rows per forward (default: the cpu preset's)")
-    p.add_argument("--repeats", type=int, default=4, help="alternating repeats per setting (plus one warm-up each)")
+    p.add_argument("--overheads", type=int, nargs="+", default=[BUCKET_OVERHEAD],
+                   help="bucket overheads (token positions per extra forward call) to time, one setting each")
+    p.add_argument("--repeats", type=int, default=4, help="rotating repeats per setting (plus one warm-up each)")
     p.add_argument("--out", default=None, help="also write the markdown result here")
     args = p.parse_args(argv)
 
@@ -69,23 +73,26 @@ def main(argv: list[str] | None = None) -> str:
         for name, w in team.model.named_parameters():
             if "lora_B" in name:
                 w.normal_(0, 0.01, generator=torch.Generator().manual_seed(1))
-    gap = []
+    settings = [("one full sequence per sample", False, None), ("each group's prompt once, rest in one call", True,
+                                                                 None)]
+    settings += [(f"each group's prompt once, rest in length buckets (overhead {o})", True, o) for o in args.overheads]
+    prompts, comps = [t.prompt_ids for t in turns], [t.completion_ids for t in turns]
+    lps = []
     with torch.no_grad():
-        prompts, comps = [t.prompt_ids for t in turns], [t.completion_ids for t in turns]
-        for share in (True, False):
-            team.share_prompts = share
-            gap.append(team.token_logprobs("agent_0", prompts, comps, cfg.micro_batch)[0])
-    max_gap = float((gap[0] - gap[1]).abs().max())
+        for _, share, overhead in settings:
+            team.share_prompts, team.bucket_overhead = share, overhead
+            lps.append(team.token_logprobs("agent_0", prompts, comps, cfg.micro_batch)[0])
+    max_gap = max(float((lp - lps[0]).abs().max()) for lp in lps)
 
-    times: dict[bool, list[float]] = {True: [], False: []}
+    times: list[list[float]] = [[] for _ in settings]
     for r in range(args.repeats + 1):
-        for share in ((True, False) if r % 2 == 0 else (False, True)):
-            team.share_prompts = share
+        for i in [(j + r) % len(settings) for j in range(len(settings))]:  # rotating order
+            _, team.share_prompts, team.bucket_overhead = settings[i]
             t0 = time.perf_counter()
             policy_step(team, "agent_0", opt, turns, adv, cfg, loss_config(cfg))
             if r:
-                times[share].append(time.perf_counter() - t0)
-    on, off = statistics.mean(times[True]), statistics.mean(times[False])
+                times[i].append(time.perf_counter() - t0)
+    mean = [statistics.mean(t) for t in times]
     P = statistics.mean(len(t.prompt_ids) for t in turns)
     C = statistics.mean(len(t.completion_ids) for t in turns)
     lines = [f"# Update step with shared prompts, on {cpu_description()}", "",
@@ -93,13 +100,10 @@ def main(argv: list[str] | None = None) -> str:
              f"completions, prompts {P:.0f} tokens (mean), completions {args.min_len}-{args.max_tokens} "
              f"(mean {C:.1f}); micro-batch {cfg.micro_batch}, LoRA r={cfg.lora_r}; `policy_step` (log-probs, loss, "
              "backward, AdamW).", "",
-             "| trainer | s/update (mean) | repeats |", "|---|---|---|",
-             f"| one full sequence per sample | {off:.2f} | {len(times[False])} |",
-             f"| each group's prompt once (`share_prompts`) | {on:.2f} | {len(times[True])} |", "",
-             f"Per-sequence / shared time ratio: **{off / on:.2f}**. Largest log-prob gap between the two on the "
-             f"same weights: {max_gap:.2e} nats.", "",
-             "Raw s: shared " + str([round(x, 2) for x in times[True]]) + ", per-sequence " +
-             str([round(x, 2) for x in times[False]])]
+             "| trainer | s/update (mean) | per-sequence / this | repeats | raw s |", "|---|---|---|---|---|"]
+    lines += [f"| {name} | {m:.2f} | {mean[0] / m:.2f} | {len(t)} | {[round(x, 2) for x in t]} |"
+              for (name, _, _), m, t in zip(settings, mean, times)]
+    lines += ["", f"Largest log-prob gap to one full sequence per sample on the same weights: {max_gap:.2e} nats."]
     return emit("\n".join(lines) + "\n", args.out)
 
 

@@ -20,7 +20,7 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor, nn
 
-from ccpo_agents.prefix_plan import plan
+from ccpo_agents.prefix_plan import BUCKET_OVERHEAD, buckets, plan, rest_lengths
 
 #: Projection names LoRA adapts by default (Llama / Qwen2 / Mistral families).
 DEFAULT_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -80,11 +80,13 @@ class HFTeam:
             (:mod:`ccpo_agents.prefix_plan`: a GRPO group's samples share their whole prompt, a team's agents the
             system prompt and question); ``False``: one full sequence per row. The same numbers up to float
             rounding.
+        bucket_overhead: with ``share_prompts``, the rest of the rows runs in length buckets, one forward call
+            each, where that saves more padded positions than this per extra call (``None``: one call).
     """
 
     def __init__(self, model: str, roles: Sequence[str], lora: LoraSpec = LoraSpec(), dtype: str = "auto",
                  critic: bool = False, seed: int = 0, device: str = "cpu", full_roles: Sequence[str] = (),
-                 share_prompts: bool = True):
+                 share_prompts: bool = True, bucket_overhead: int | None = BUCKET_OVERHEAD):
         from peft import get_peft_model
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -102,6 +104,7 @@ class HFTeam:
         self.roles = list(roles)
         self.lora = lora
         self.share_prompts = share_prompts
+        self.bucket_overhead = bucket_overhead
         self.full: dict[str, nn.Module] = {r: AutoModelForCausalLM.from_pretrained(model, dtype=torch.float32)
                                            for r in full_roles}
         self.updated: set[str] = set()  # full roles whose weights have changed since they were loaded
@@ -219,57 +222,78 @@ class HFTeam:
         with ctx:  # entered once: peft's disable_adapter() is a one-shot context manager
             for s in range(0, len(prompt_ids), micro_batch):
                 prompts, comps = prompt_ids[s:s + micro_batch], completion_ids[s:s + micro_batch]
-                clusters = plan(prompts, comps) if self.share_prompts else None
-                logits, target, cmask = (self._logits(net, prompts, comps) if clusters is None
-                                         else self._shared_prefix_logits(net, prompts, comps, clusters))
-                C = target.shape[1]
-                lp = (logits.float() / temperature).log_softmax(-1).gather(-1, target[..., None])[..., 0] * cmask
-                out_lp.append(nn.functional.pad(lp, (0, L - C)))
-                out_mask.append(nn.functional.pad(cmask, (0, L - C)))
+                clusters = plan(prompts, comps, overhead=self.bucket_overhead) if self.share_prompts else None
+                lp, cmask = (self._plain_logprobs(net, prompts, comps, temperature) if clusters is None
+                             else self._shared_prefix_logprobs(net, prompts, comps, clusters, temperature))
+                out_lp.append(nn.functional.pad(lp, (0, L - lp.shape[1])))
+                out_mask.append(nn.functional.pad(cmask, (0, L - cmask.shape[1])))
         return torch.cat(out_lp), torch.cat(out_mask)
 
-    def _logits(self, net: nn.Module, prompts: Sequence[Sequence[int]], comps: Sequence[Sequence[int]]
-                ) -> tuple[Tensor, Tensor, Tensor]:
-        """One row per (prompt, completion): the logits that predict each completion token ``(N, C, V)``, the
-        completion tokens ``(N, C)`` and their mask."""
-        ids, att, pos, cmask, C = self._batch(prompts, comps)
-        logits = net(input_ids=ids, attention_mask=att, position_ids=pos, logits_to_keep=C + 1).logits
-        return logits[:, :-1], ids[:, -C:], cmask  # position t predicts token t+1: the completion tokens
+    def _completion_logprobs(self, logits: Tensor, comps: Sequence[Sequence[int]], temperature: float
+                             ) -> tuple[Tensor, Tensor]:
+        """``log_softmax(logits / T)`` at each completion token: ``logits (N, C, V)`` predict the completions,
+        right-padded to ``C``; returns ``(logprobs (N, C) float32, zero on padding; mask (N, C) bool)``."""
+        C = logits.shape[1]
+        target = torch.tensor([list(c) + [self.pad_id] * (C - len(c)) for c in comps], device=self.device)
+        cmask = torch.tensor([[j < len(c) for j in range(C)] for c in comps], dtype=torch.bool, device=self.device)
+        lp = (logits.float() / temperature).log_softmax(-1).gather(-1, target[..., None])[..., 0]
+        return lp * cmask, cmask
 
-    def _shared_prefix_logits(self, net: nn.Module, prompts: Sequence[Sequence[int]], comps: Sequence[Sequence[int]],
-                              clusters: list[tuple[int, list[int]]]) -> tuple[Tensor, Tensor, Tensor]:
-        """:meth:`_logits` in two passes (:mod:`ccpo_agents.prefix_plan`): each cluster's shared prompt prefix once,
-        its keys and values cached with grad and gathered per row, then each row's rest of prompt + completion
-        against it. The same function of the weights as one full sequence per row."""
+    def _plain_logprobs(self, net: nn.Module, prompts: Sequence[Sequence[int]], comps: Sequence[Sequence[int]],
+                        temperature: float) -> tuple[Tensor, Tensor]:
+        """One row per (prompt, completion), left-padded prompts and right-padded completions, so that every
+        completion starts at the same position and only its logits are computed."""
+        ids, att, pos, _, C = self._batch(prompts, comps)
+        logits = net(input_ids=ids, attention_mask=att, position_ids=pos, logits_to_keep=C + 1).logits
+        return self._completion_logprobs(logits[:, :-1], comps, temperature)  # position t predicts token t+1
+
+    def _shared_prefix_logprobs(self, net: nn.Module, prompts: Sequence[Sequence[int]],
+                                comps: Sequence[Sequence[int]], clusters: list[tuple[int, list[int]]],
+                                temperature: float) -> tuple[Tensor, Tensor]:
+        """:meth:`_plain_logprobs` in two passes (:mod:`ccpo_agents.prefix_plan`): each cluster's shared prompt
+        prefix once, its keys and values cached with grad, then each row's rest of prompt + completion against its
+        cluster's, in length buckets (one forward call each, padded to its longest row). The same function of the
+        weights as one full sequence per row."""
         from transformers import DynamicCache
 
-        N, dev = len(prompts), self.device
-        K, cluster = [0] * N, [0] * N
+        dev = self.device
+        K, cluster = [0] * len(prompts), [0] * len(prompts)
         for i, (k, rows) in enumerate(clusters):
             for r in rows:
                 K[r], cluster[r] = k, i
         ids, att, pos = self._prompt_batch([prompts[rows[0]][:k] for k, rows in clusters])
-        cache = DynamicCache(config=net.config)
-        net(input_ids=ids, attention_mask=att, position_ids=pos, past_key_values=cache, use_cache=True,
+        prefix = DynamicCache(config=net.config)
+        net(input_ids=ids, attention_mask=att, position_ids=pos, past_key_values=prefix, use_cache=True,
             logits_to_keep=1)
-        row_cluster = torch.tensor(cluster, device=dev)
-        cache.batch_select_indices(row_cluster)
         # second pass: rest of prompt + completion minus its last token, right-padded; row r's completion token j
         # is predicted at position start[r] + j (its last prompt token is at start[r])
         rest = [list(p[k:]) + list(c[:-1]) for p, c, k in zip(prompts, comps, K)]
         start = [len(p) - k - 1 for p, k in zip(prompts, K)]
-        S, C = max(len(x) for x in rest), max(1, max(len(c) for c in comps))
-        keep = S - min(start)
-        tail_ids = torch.tensor([x + [self.pad_id] * (S - len(x)) for x in rest], device=dev)
-        tail_att = torch.tensor([[1] * len(x) + [0] * (S - len(x)) for x in rest], device=dev)
-        tail_pos = torch.tensor(K, device=dev)[:, None] + torch.arange(S, device=dev)
-        tail = net(input_ids=tail_ids, attention_mask=torch.cat([att[row_cluster], tail_att], -1),
-                   position_ids=tail_pos, past_key_values=cache, use_cache=True, logits_to_keep=keep).logits
-        at = (torch.tensor(start, device=dev)[:, None] + torch.arange(C, device=dev)).clamp_max(S - 1) - (S - keep)
-        logits = tail.gather(1, at[..., None].expand(-1, -1, tail.shape[-1]))
-        target = torch.tensor([list(c) + [self.pad_id] * (C - len(c)) for c in comps], device=dev)
-        cmask = torch.tensor([[j < len(c) for j in range(C)] for c in comps], dtype=torch.bool, device=dev)
-        return logits, target, cmask
+        C = max(1, max(len(c) for c in comps))
+        groups = ([list(range(len(rest)))] if self.bucket_overhead is None
+                  else buckets(rest_lengths(prompts, comps, clusters), self.bucket_overhead))
+        out_lp, out_mask = [], []
+        for rows in groups:
+            sel = torch.tensor([cluster[r] for r in rows], device=dev)
+            cache = DynamicCache(config=net.config)
+            for i, layer in enumerate(prefix.layers):  # this bucket's rows' prefixes (a copy: the call extends it)
+                cache.update(layer.keys[sel], layer.values[sel], i)
+            S = max(len(rest[r]) for r in rows)
+            keep = S - min(start[r] for r in rows)
+            tail_ids = torch.tensor([rest[r] + [self.pad_id] * (S - len(rest[r])) for r in rows], device=dev)
+            tail_att = torch.tensor([[1] * len(rest[r]) + [0] * (S - len(rest[r])) for r in rows], device=dev)
+            tail_pos = torch.tensor([K[r] for r in rows], device=dev)[:, None] + torch.arange(S, device=dev)
+            tail = net(input_ids=tail_ids, attention_mask=torch.cat([att[sel], tail_att], -1),
+                       position_ids=tail_pos, past_key_values=cache, use_cache=True, logits_to_keep=keep).logits
+            Cb = max(1, max(len(comps[r]) for r in rows))
+            at = (torch.tensor([start[r] for r in rows], device=dev)[:, None]
+                  + torch.arange(Cb, device=dev)).clamp_max(S - 1) - (S - keep)
+            lp, cmask = self._completion_logprobs(tail.gather(1, at[..., None].expand(-1, -1, tail.shape[-1])),
+                                                  [comps[r] for r in rows], temperature)
+            out_lp.append(nn.functional.pad(lp, (0, C - Cb)))
+            out_mask.append(nn.functional.pad(cmask, (0, C - Cb)))
+        back = torch.tensor([r for rows in groups for r in rows], device=dev).argsort()  # bucket order -> row order
+        return torch.cat(out_lp)[back], torch.cat(out_mask)[back]
 
     def values(self, prompt_ids: Sequence[Sequence[int]], micro_batch: int = 8) -> Tensor:
         """Critic values ``(N,)``: the value head on the last prompt token's final hidden state (critic adapter).

@@ -14,7 +14,7 @@ from torch.utils._pytree import tree_flatten
 
 from ccpo_agents.hf_backend import HFTeam, LoraSpec
 from ccpo_agents.policy import Completion
-from ccpo_agents.prefix_plan import plan
+from ccpo_agents.prefix_plan import buckets, plan, rest_lengths
 from ccpo_algos.advantage import AdvantageConfig, mappo_advantage
 from ccpo_algos.config import preset
 from ccpo_algos.loss import LossConfig, value_loss
@@ -46,14 +46,16 @@ TURNS = [Completion("agent_0", "x", [1, 2, 3, 4], [5, 6, 7], [-1.0, -2.0, -1.5],
          Completion("agent_0", "y", [1, 2], [5, 6, 7, 8], [-1.0] * 4, "stop")]
 
 
-GROUP = [Completion("agent_0", "x", [1, 2, 3, 4, 5, 6], [7, 8, 9], [-1.0] * 3, "stop"),
-         Completion("agent_0", "y", [1, 2, 3, 4, 5, 6], [7, 9], [-1.0] * 2, "stop"),
-         Completion("agent_0", "z", [1, 2, 3, 4, 5, 6], [8], [-1.0], "stop")]  # one prompt: the shared-prefix path
+_Q = list(range(1, 25))
+GROUP = [Completion("agent_0", "x", _Q, list(range(30, 50)), [-1.0] * 20, "stop"),
+         Completion("agent_0", "y", _Q, [7, 9], [-1.0] * 2, "stop"),
+         Completion("agent_0", "z", _Q, [8], [-1.0], "stop")]  # one prompt: the shared-prefix path, 2 length buckets
 
 
 @pytest.fixture(scope="module")
 def meta_team(tiny_model):
-    return HFTeam(tiny_model, ["agent_0"], LoraSpec(8, 16), "float32", critic=True, device="meta")
+    # rows this short pay for length buckets only at a small per-call overhead: 4 positions
+    return HFTeam(tiny_model, ["agent_0"], LoraSpec(8, 16), "float32", critic=True, device="meta", bucket_overhead=4)
 
 
 @pytest.mark.parametrize("kind,mini_batch,pi_old,turns", [("turn", 0, "trainer", TURNS), ("gspo", 1, "trainer", TURNS),
@@ -66,7 +68,9 @@ def test_every_op_of_a_policy_step_runs_on_the_team_device(meta_team, tiny_model
     opt = torch.optim.AdamW(meta_team.trainable_parameters("agent_0"), lr=1e-3)
     adv = torch.linspace(1.0, -1.0, len(turns))  # advantages arrive from the credit stage on the CPU
     if turns is GROUP:
-        assert plan([t.prompt_ids for t in turns], [t.completion_ids for t in turns]) is not None
+        prompts, comps = [t.prompt_ids for t in turns], [t.completion_ids for t in turns]
+        clusters = plan(prompts, comps, overhead=4)
+        assert clusters is not None and len(buckets(rest_lengths(prompts, comps, clusters), 4)) == 2
     with MetaAsAccelerator() as mode:
         stats = policy_step(meta_team, "agent_0", opt, turns, adv, cfg, LossConfig(kind=kind, kl_coef=0.1))
     assert mode.ops > 500, "the step did not run"

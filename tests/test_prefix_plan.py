@@ -3,7 +3,7 @@
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ccpo_agents.prefix_plan import MARGIN, common_prefix, plain_cost, plan, plan_cost
+from ccpo_agents.prefix_plan import MARGIN, bucket_cost, buckets, common_prefix, plain_cost, plan, plan_cost, rest_lengths
 
 _tokens = st.lists(st.integers(0, 3), min_size=0, max_size=6)  # a small alphabet: many shared prefixes
 
@@ -69,3 +69,43 @@ def test_rows_with_nothing_in_common_run_as_full_sequences():
 @given(st.lists(st.integers(0, 2), max_size=8), st.lists(st.integers(0, 2), max_size=8))
 def test_common_prefix(a, b):
     assert common_prefix(a, b) == _loop_common_prefix(a, b)
+
+
+def _set_partitions(items):
+    """Every partition of ``items`` into non-empty blocks (a plain recursion; Bell(n) of them)."""
+    if not items:
+        yield []
+        return
+    first, rest = items[0], items[1:]
+    for part in _set_partitions(rest):
+        yield [[first]] + part
+        for i in range(len(part)):
+            yield part[:i] + [[first] + part[i]] + part[i + 1:]
+
+
+@given(st.lists(st.integers(1, 40), min_size=1, max_size=7), st.sampled_from([0, 1, 5, 16, 1000]))
+def test_buckets_are_the_cheapest_partition_of_all(lengths, overhead):
+    """The dynamic programme over sorted lengths against brute force over every set partition of the rows."""
+    groups = buckets(lengths, overhead)
+    assert sorted(r for g in groups for r in g) == list(range(len(lengths)))
+    brute = min(bucket_cost(lengths, part, overhead) for part in _set_partitions(list(range(len(lengths)))))
+    assert bucket_cost(lengths, groups, overhead) == brute
+    assert [max(lengths[r] for r in g) for g in groups] == sorted(max(lengths[r] for r in g) for g in groups)
+
+
+def test_buckets_hand_made():
+    assert buckets([], 16) == []
+    assert buckets([5, 30, 6, 31], 0) == [[0], [2], [1], [3]]  # no overhead: every length alone
+    assert buckets([5, 30, 6, 31], 16) == [[0, 2], [1, 3]]  # 2*6 + 2*31 + 16 = 90 < 4*31 = 124
+    assert buckets([5, 30, 6, 31], 1000) == [[0, 2, 1, 3]]  # a call costs more than all the padding
+    assert bucket_cost([5, 30, 6, 31], [[0, 2], [1, 3]], 16) == 90
+
+
+def test_rest_lengths_and_the_bucketed_plan_cost_hand_made():
+    """One group of 4 samples, prompt 8 tokens, completions of 1, 3, 0 and 30 tokens, the prompt's first 7 shared:
+    each row reruns the prompt's last token and its completion minus its last token."""
+    prompts, comps = [[1] * 8] * 4, [[2], [2] * 3, [], [2] * 30]
+    clusters = [(7, [0, 1, 2, 3])]
+    assert rest_lengths(prompts, comps, clusters) == [1, 3, 1, 30]
+    assert plan_cost(prompts, comps, clusters, overhead=None) == 7 + 4 * 30
+    assert plan_cost(prompts, comps, clusters, overhead=16) == 7 + 3 * 3 + 30 + 2 * 16  # 3 calls, plain makes 1

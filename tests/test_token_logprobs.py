@@ -12,9 +12,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ccpo_agents.hf_backend import HFTeam
-from ccpo_agents.prefix_plan import plan
+from ccpo_agents.prefix_plan import buckets, plan, rest_lengths
 from ccpo_agents.policy import Completion
 from ccpo_algos.update import prompt_major_order
+
+
+#: The tiny rows here are a few tokens long: a small per-call overhead, so that both paths and buckets get exercised.
+OVERHEAD = 2
 
 
 @pytest.fixture(scope="module", params=["qwen2", "llama"])
@@ -22,7 +26,7 @@ def team(request, tmp_path_factory):
     from ccpo_agents.testing import build_tiny_model
 
     path = build_tiny_model(tmp_path_factory.mktemp(request.param) / "m", arch=request.param)
-    team = HFTeam(str(path), ["thinker_0", "reasoner_0"], dtype="float32", seed=3)
+    team = HFTeam(str(path), ["thinker_0", "reasoner_0"], dtype="float32", seed=3, bucket_overhead=OVERHEAD)
     with torch.no_grad():  # a non-identity adapter, so that the adapter's gradients are not trivially zero
         for name, p in team.model.named_parameters():
             if "lora_B" in name:
@@ -69,13 +73,16 @@ def _grads(team, role):
 
 @settings(max_examples=12)
 @given(seed=st.integers(0, 10_000), micro_batch=st.integers(1, 9), temperature=st.sampled_from([1.0, 0.5]),
-       n_groups=st.integers(1, 4), max_group=st.integers(1, 4), messages=st.booleans())
+       n_groups=st.integers(1, 4), max_group=st.integers(1, 4), messages=st.booleans(),
+       overhead=st.sampled_from([None, 0, 2, 16]))
 def test_shared_prefix_logprobs_and_grads_match_a_plain_loop(team, seed, micro_batch, temperature, n_groups,
-                                                             max_group, messages):
+                                                             max_group, messages, overhead):
+    """``overhead`` 0 runs every distinct rest length in its own bucket, ``None`` all in one call."""
     rng = random.Random(seed)
     prompts, comps = _groups(rng, n_groups, max_group, len(team.tokenizer), messages=messages)
     role = "thinker_0"
     grads = {}
+    team.bucket_overhead = overhead
     for share in (True, False):
         team.share_prompts = share
         team.model.zero_grad(set_to_none=True)
@@ -87,7 +94,7 @@ def test_shared_prefix_logprobs_and_grads_match_a_plain_loop(team, seed, micro_b
         if mask.any():
             (lp * torch.linspace(0.5, 1.5, lp.numel()).view_as(lp)).sum().backward()
             grads[share] = _grads(team, role)
-    team.share_prompts = True
+    team.share_prompts, team.bucket_overhead = True, OVERHEAD
     if grads:
         torch.testing.assert_close(grads[True], grads[False], atol=1e-5, rtol=1e-4)
         assert grads[True].abs().max() > 0
@@ -97,7 +104,7 @@ def test_one_group_of_identical_prompts_hand_made(team):
     """Four samples of one prompt, completions of 1, 3, 0 and 5 tokens (a truncated-to-nothing turn included)."""
     p = [10, 11, 12, 13, 14, 15, 16, 17]
     comps = [[20], [21, 22, 23], [], [24, 25, 26, 27, 28]]
-    assert plan([p] * 4, comps) == [(7, [0, 1, 2, 3])]  # the shared path is the one under test
+    assert plan([p] * 4, comps, overhead=OVERHEAD) == [(7, [0, 1, 2, 3])]  # the shared path is the one under test
     lp, mask = team.token_logprobs("reasoner_0", [p] * 4, comps, micro_batch=8)
     want = _loop_logprobs(team, "reasoner_0", [p] * 4, comps, 1.0)
     torch.testing.assert_close(lp, want, atol=2e-5, rtol=0)
@@ -109,9 +116,31 @@ def test_two_questions_with_a_message_between_question_and_answer_hand_made(team
     q1, q2 = [10, 11, 12, 13, 14, 15, 16, 17, 18, 19], [10, 11, 12, 13, 14, 30, 31, 32, 33, 34]
     prompts = [q1 + [40, 41], q1 + [42], q1 + [43, 44, 45], q2 + [46, 47], q2 + [48]]
     comps = [[50, 51], [52], [53, 54, 55], [56], [57, 58]]
-    assert plan(prompts, comps) == [(10, [0, 1, 2]), (10, [3, 4])]  # per question
+    assert plan(prompts, comps, overhead=OVERHEAD) == [(10, [0, 1, 2]), (10, [3, 4])]  # per question
     lp, _ = team.token_logprobs("thinker_0", prompts, comps, micro_batch=8)
     torch.testing.assert_close(lp, _loop_logprobs(team, "thinker_0", prompts, comps, 1.0), atol=2e-5, rtol=0)
+
+
+def test_length_buckets_of_one_group_hand_made(team):
+    """One prompt, completions of 1, 2, 9 and 10 tokens in two buckets against the same cached prefix; log-probs
+    and gradients as the plain loop's."""
+    p = [10, 11, 12, 13, 14, 15]
+    comps = [[20 + j for j in range(n)] for n in (9, 1, 10, 2)]
+    assert buckets(rest_lengths([p] * 4, comps, [(5, [0, 1, 2, 3])]), 0) == [[1], [3], [0], [2]]
+    assert buckets(rest_lengths([p] * 4, comps, [(5, [0, 1, 2, 3])]), 4) == [[1, 3], [0, 2]]
+    team.bucket_overhead = 4
+    try:
+        team.model.zero_grad(set_to_none=True)
+        lp, _ = team.token_logprobs("thinker_0", [p] * 4, comps, micro_batch=8)
+        lp.sum().backward()
+        got = _grads(team, "thinker_0")
+    finally:
+        team.bucket_overhead = OVERHEAD
+    team.model.zero_grad(set_to_none=True)
+    want = _loop_logprobs(team, "thinker_0", [p] * 4, comps, 1.0)
+    torch.testing.assert_close(lp.detach(), want.detach(), atol=2e-5, rtol=0)
+    want.sum().backward()
+    torch.testing.assert_close(got, _grads(team, "thinker_0"), atol=1e-5, rtol=1e-4)
 
 
 def test_reference_logprobs_over_several_micro_batches(team):
