@@ -1,8 +1,9 @@
 """One role's policy update with each group's prompt run once against one full sequence per sample, side by side.
 
 The update (:func:`ccpo_algos.update.policy_step`: log-probs, clipped loss, backward, AdamW) on the same batch in one
-process, ``HFTeam.share_prompts`` off, on with the rest in one call, and on with the rest in length buckets (one
-setting per ``--overheads`` value, ``HFTeam.bucket_overhead``), in rotating order: B questions of the training task, chat-templated
+process, ``HFTeam.share_prompts`` off, on with the rest in one call, on with the rest in length buckets (one
+setting per ``--overheads`` value, ``HFTeam.bucket_overhead``), and each micro-batch packed into one sequence
+(``HFTeam.pack_limit``), in rotating order: B questions of the training task, chat-templated
 as an agent sees them, G completions each of random tokens whose lengths are drawn from ``--min-len..--max-tokens``
 (the time depends on the lengths, not on the tokens). The first repeat of each setting warms up and is not counted.
 The log-probs of the two settings are compared on the same weights first.
@@ -56,7 +57,7 @@ def main(argv: list[str] | None = None) -> str:
 
     import torch
 
-    from ccpo_agents.hf_backend import HFTeam, LoraSpec
+    from ccpo_agents.hf_backend import PACK_LIMIT, HFTeam, LoraSpec
     from ccpo_agents.models import resolve_model
     from ccpo_algos.build import loss_config
     from ccpo_algos.config import preset
@@ -73,21 +74,23 @@ def main(argv: list[str] | None = None) -> str:
         for name, w in team.model.named_parameters():
             if "lora_B" in name:
                 w.normal_(0, 0.01, generator=torch.Generator().manual_seed(1))
-    settings = [("one full sequence per sample", False, None), ("each group's prompt once, rest in one call", True,
-                                                                 None)]
-    settings += [(f"each group's prompt once, rest in length buckets (overhead {o})", True, o) for o in args.overheads]
+    settings = [("one full sequence per sample", False, None, 0),
+                ("each group's prompt once, rest in one call", True, None, 0)]
+    settings += [(f"each group's prompt once, rest in length buckets (overhead {o})", True, o, 0)
+                 for o in args.overheads]
+    settings += [(f"each group's prompt once, micro-batch packed (limit {PACK_LIMIT})", True, BUCKET_OVERHEAD,
+                  PACK_LIMIT)]
     prompts, comps = [t.prompt_ids for t in turns], [t.completion_ids for t in turns]
     lps = []
     with torch.no_grad():
-        for _, share, overhead in settings:
-            team.share_prompts, team.bucket_overhead = share, overhead
+        for _, team.share_prompts, team.bucket_overhead, team.pack_limit in settings:
             lps.append(team.token_logprobs("agent_0", prompts, comps, cfg.micro_batch)[0])
     max_gap = max(float((lp - lps[0]).abs().max()) for lp in lps)
 
     times: list[list[float]] = [[] for _ in settings]
     for r in range(args.repeats + 1):
         for i in [(j + r) % len(settings) for j in range(len(settings))]:  # rotating order
-            _, team.share_prompts, team.bucket_overhead = settings[i]
+            _, team.share_prompts, team.bucket_overhead, team.pack_limit = settings[i]
             t0 = time.perf_counter()
             policy_step(team, "agent_0", opt, turns, adv, cfg, loss_config(cfg))
             if r:
@@ -102,7 +105,7 @@ def main(argv: list[str] | None = None) -> str:
              "backward, AdamW).", "",
              "| trainer | s/update (mean) | per-sequence / this | repeats | raw s |", "|---|---|---|---|---|"]
     lines += [f"| {name} | {m:.2f} | {mean[0] / m:.2f} | {len(t)} | {[round(x, 2) for x in t]} |"
-              for (name, _, _), m, t in zip(settings, mean, times)]
+              for (name, *_), m, t in zip(settings, mean, times)]
     lines += ["", f"Largest log-prob gap to one full sequence per sample on the same weights: {max_gap:.2e} nats."]
     return emit("\n".join(lines) + "\n", args.out)
 

@@ -20,11 +20,13 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor, nn
 
-from ccpo_agents.prefix_plan import BUCKET_OVERHEAD, buckets, plan, rest_lengths
+from ccpo_agents.prefix_plan import BUCKET_OVERHEAD, buckets, pack_plan, packed_length, plan, rest_lengths
 
 #: Projection names LoRA adapts by default (Llama / Qwen2 / Mistral families).
 DEFAULT_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 CRITIC = "critic"
+#: Longest packed micro-batch (tokens): its attention mask and scores grow with the square of the length.
+PACK_LIMIT = 1024
 
 
 @dataclass(frozen=True)
@@ -82,11 +84,15 @@ class HFTeam:
             rounding.
         bucket_overhead: with ``share_prompts``, the rest of the rows runs in length buckets, one forward call
             each, where that saves more padded positions than this per extra call (``None``: one call).
+        pack_limit: in :meth:`token_logprobs`, a micro-batch whose packed sequence (shared prefixes once, every
+            row's rest, no padding) is at most this long runs as that one sequence with a block attention mask;
+            longer ones run in the padded paths above. ``0``: never pack.
     """
 
     def __init__(self, model: str, roles: Sequence[str], lora: LoraSpec = LoraSpec(), dtype: str = "auto",
                  critic: bool = False, seed: int = 0, device: str = "cpu", full_roles: Sequence[str] = (),
-                 share_prompts: bool = True, bucket_overhead: int | None = BUCKET_OVERHEAD):
+                 share_prompts: bool = True, bucket_overhead: int | None = BUCKET_OVERHEAD,
+                 pack_limit: int = PACK_LIMIT):
         from peft import get_peft_model
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -105,6 +111,7 @@ class HFTeam:
         self.lora = lora
         self.share_prompts = share_prompts
         self.bucket_overhead = bucket_overhead
+        self.pack_limit = pack_limit
         self.full: dict[str, nn.Module] = {r: AutoModelForCausalLM.from_pretrained(model, dtype=torch.float32)
                                            for r in full_roles}
         self.updated: set[str] = set()  # full roles whose weights have changed since they were loaded
@@ -222,9 +229,20 @@ class HFTeam:
         with ctx:  # entered once: peft's disable_adapter() is a one-shot context manager
             for s in range(0, len(prompt_ids), micro_batch):
                 prompts, comps = prompt_ids[s:s + micro_batch], completion_ids[s:s + micro_batch]
-                clusters = plan(prompts, comps, overhead=self.bucket_overhead) if self.share_prompts else None
-                lp, cmask = (self._plain_logprobs(net, prompts, comps, temperature) if clusters is None
-                             else self._shared_prefix_logprobs(net, prompts, comps, clusters, temperature))
+                packed = None
+                if self.pack_limit:
+                    packed = (pack_plan(prompts, comps) if self.share_prompts
+                              else [(len(p) - 1, [r]) for r, p in enumerate(prompts)])
+                    if packed_length(prompts, comps, packed) > self.pack_limit:
+                        packed = None
+                clusters = (plan(prompts, comps, overhead=self.bucket_overhead)
+                            if self.share_prompts and packed is None else None)
+                if packed is not None:
+                    lp, cmask = self._packed_logprobs(net, prompts, comps, packed, temperature)
+                elif clusters is not None:
+                    lp, cmask = self._shared_prefix_logprobs(net, prompts, comps, clusters, temperature)
+                else:
+                    lp, cmask = self._plain_logprobs(net, prompts, comps, temperature)
                 out_lp.append(nn.functional.pad(lp, (0, L - lp.shape[1])))
                 out_mask.append(nn.functional.pad(cmask, (0, L - cmask.shape[1])))
         return torch.cat(out_lp), torch.cat(out_mask)
@@ -246,6 +264,51 @@ class HFTeam:
         ids, att, pos, _, C = self._batch(prompts, comps)
         logits = net(input_ids=ids, attention_mask=att, position_ids=pos, logits_to_keep=C + 1).logits
         return self._completion_logprobs(logits[:, :-1], comps, temperature)  # position t predicts token t+1
+
+    def _packed_logprobs(self, net: nn.Module, prompts: Sequence[Sequence[int]], comps: Sequence[Sequence[int]],
+                         clusters: list[tuple[int, list[int]]], temperature: float) -> tuple[Tensor, Tensor]:
+        """:meth:`_plain_logprobs` as one packed sequence (:func:`ccpo_agents.prefix_plan.pack_plan`): each cluster's
+        prefix, then each of its rows' rest of prompt + completion minus its last token, positions restarting at
+        ``K`` in every rest; a block mask lets a token see what precedes it in its own rest and its cluster's prefix.
+        No padding, one forward call, logits only where a completion token is predicted. The same function of the
+        weights as one full sequence per row."""
+        dev = self.device
+        tokens: list[int] = []
+        pos: list[int] = []
+        owner: list[int] = []  # per token: the row whose rest it is, -1 - cluster for a prefix token
+        at, where = [], []  # per completion token: its predicting position, and (row, j)
+        for c, (k, rows) in enumerate(clusters):
+            tokens += prompts[rows[0]][:k]
+            pos += range(k)
+            owner += [-1 - c] * k
+            for r in rows:
+                rest = list(prompts[r][k:]) + list(comps[r][:-1])
+                start = len(tokens) + len(prompts[r]) - k - 1  # the packed index of the last prompt token
+                at += [start + j for j in range(len(comps[r]))]
+                where += [(r, j) for j in range(len(comps[r]))]
+                tokens += rest
+                pos += range(k, k + len(rest))
+                owner += [r] * len(rest)
+        cluster_of = {r: c for c, (_, rows) in enumerate(clusters) for r in rows}
+        own = torch.tensor(owner, device=dev)
+        home = torch.tensor([-1 - cluster_of[o] if o >= 0 else o for o in owner], device=dev)  # each token's prefix
+        idx = torch.arange(len(tokens), device=dev)
+        see = (idx[None, :] <= idx[:, None]) & ((own[None, :] == own[:, None]) | (own[None, :] == home[:, None]))
+        mask = torch.zeros(see.shape, dtype=self.compute_dtype, device=dev).masked_fill(
+            ~see, torch.finfo(self.compute_dtype).min)
+        C = max(1, max(len(c) for c in comps))
+        cmask = torch.tensor([[j < len(c) for j in range(C)] for c in comps], dtype=torch.bool, device=dev)
+        lp = torch.zeros(len(comps), C, device=dev)
+        if not at:  # every completion empty: nothing to score
+            return lp, cmask
+        logits = net(input_ids=torch.tensor([tokens], device=dev), attention_mask=mask[None, None],
+                     position_ids=torch.tensor([pos], device=dev),
+                     logits_to_keep=torch.tensor(at, device=dev)).logits[0]  # (T, V)
+        target = torch.tensor([comps[r][j] for r, j in where], device=dev)
+        flat = (logits.float() / temperature).log_softmax(-1).gather(-1, target[:, None])[:, 0]
+        rows_t = torch.tensor([r for r, _ in where], device=dev)
+        cols_t = torch.tensor([j for _, j in where], device=dev)
+        return lp.index_put((rows_t, cols_t), flat), cmask
 
     def _shared_prefix_logprobs(self, net: nn.Module, prompts: Sequence[Sequence[int]],
                                 comps: Sequence[Sequence[int]], clusters: list[tuple[int, list[int]]],

@@ -8,16 +8,19 @@ every row's rest of prompt + completion runs against its cluster's prefix. Pure 
 Cost model: token positions computed, padding included (on a CPU a padded position costs as much as a real one):
 one full sequence per row costs ``N * (max |p| + max |c|)``; a plan costs ``n_clusters * max K`` for the prefixes
 plus the rest, ``|p| - K + |c|`` a row, run in length buckets (:func:`buckets`: rows of similar length in one forward
-call against the same cached prefixes, so that a short completion is not padded to the longest of the micro-batch;
-each call past the first costs ``overhead`` positions). Candidates: rows in lexicographic prompt order, cut wherever two
-neighbours share fewer than ``t`` tokens, for every ``t`` that occurs (every row alone, every GRPO group, every
-question, everything that shares a system prompt, ...). A prefix keeps at least a prompt's last token out, so that
-every logit comes from the second pass.
+call against the same cached prefixes; each call past the first costs ``overhead`` positions). Candidates: rows in
+lexicographic prompt order, cut wherever two neighbours share fewer than ``t`` tokens, for every ``t`` that occurs
+(every row alone, every GRPO group, every question, everything that shares a system prompt, ...). A prefix keeps at
+least a prompt's last token out, so that every logit comes from the second pass.
+
+Packing (:func:`pack_plan`) puts the prefixes and the rests of a micro-batch into one sequence instead, with a block
+attention mask (a rest sees its cluster's prefix and itself): no padding and one forward call, for attention that
+grows with the square of the packed length.
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Iterator, Sequence
 
 #: A plan must cost at most this fraction of one full sequence per row (the second forward call has a fixed cost).
 MARGIN = 0.9
@@ -85,6 +88,22 @@ def plan_cost(prompts: Sequence[Sequence[int]], comps: Sequence[Sequence[int]],
     return len(clusters) * max(k for k, _ in clusters) + bucket_cost(rest, groups, overhead or 0) + (overhead or 0)
 
 
+def _candidates(prompts: Sequence[Sequence[int]]) -> Iterator[list[tuple[int, list[int]]]]:
+    """Every candidate clustering: rows in lexicographic prompt order, cut wherever two neighbours share fewer than
+    ``t`` tokens, for every ``t >= 1`` that occurs, and every row alone; a cluster's ``K`` is what all its rows
+    share, at most each prompt's length minus 1."""
+    order = sorted(range(len(prompts)), key=lambda r: (list(prompts[r]), r))
+    shared = [common_prefix(prompts[a], prompts[b]) for a, b in zip(order, order[1:])]
+    for t in sorted({s for s in shared if s >= 1}) + [None]:  # None: every row alone
+        clusters, start = [], 0
+        for i in range(1, len(order) + 1):
+            if i == len(order) or t is None or shared[i - 1] < t:
+                rows = order[start:i]
+                clusters.append((min([len(prompts[r]) - 1 for r in rows] + shared[start:i - 1]), rows))
+                start = i
+        yield clusters
+
+
 def plan(prompts: Sequence[Sequence[int]], comps: Sequence[Sequence[int]], margin: float = MARGIN,
          overhead: int | None = BUCKET_OVERHEAD) -> list[tuple[int, list[int]]] | None:
     """The cheapest shared-prefix plan for these rows: ``[(K, rows), ...]`` (every row in one cluster, the rows of a
@@ -93,18 +112,23 @@ def plan(prompts: Sequence[Sequence[int]], comps: Sequence[Sequence[int]], margi
     :func:`plan_cost`."""
     if len(prompts) < 2 or min(len(p) for p in prompts) < 2:
         return None
-    order = sorted(range(len(prompts)), key=lambda r: (list(prompts[r]), r))
-    shared = [common_prefix(prompts[a], prompts[b]) for a, b in zip(order, order[1:])]
     best, best_cost = None, margin * plain_cost(prompts, comps)
-    for t in sorted({s for s in shared if s >= 1}) + [None]:  # None: every row alone
-        clusters, start = [], 0
-        for i in range(1, len(order) + 1):
-            if i == len(order) or t is None or shared[i - 1] < t:
-                rows = order[start:i]
-                k = min([len(prompts[r]) - 1 for r in rows] + shared[start:i - 1])
-                clusters.append((k, rows))
-                start = i
+    for clusters in _candidates(prompts):
         cost = plan_cost(prompts, comps, clusters, overhead)
         if cost < best_cost:
             best, best_cost = clusters, cost
     return best
+
+
+def packed_length(prompts: Sequence[Sequence[int]], comps: Sequence[Sequence[int]],
+                  clusters: Sequence[tuple[int, Sequence[int]]]) -> int:
+    """Tokens of one packed sequence: each cluster's prefix once, then each row's rest (:func:`rest_lengths`)."""
+    return sum(k for k, _ in clusters) + sum(rest_lengths(prompts, comps, clusters))
+
+
+def pack_plan(prompts: Sequence[Sequence[int]], comps: Sequence[Sequence[int]]) -> list[tuple[int, list[int]]]:
+    """The clustering with the shortest :func:`packed_length` (``K >= 0``: a 1-token prompt shares nothing); rows
+    with nothing in common give one cluster each. Prompts must not be empty."""
+    if min(len(p) for p in prompts) < 1:
+        raise ValueError("a row with an empty prompt has no position that predicts its first token")
+    return min(_candidates(prompts), key=lambda c: packed_length(prompts, comps, c))

@@ -55,24 +55,29 @@ GROUP = [Completion("agent_0", "x", _Q, list(range(30, 50)), [-1.0] * 20, "stop"
 @pytest.fixture(scope="module")
 def meta_team(tiny_model):
     # rows this short pay for length buckets only at a small per-call overhead: 4 positions
-    return HFTeam(tiny_model, ["agent_0"], LoraSpec(8, 16), "float32", critic=True, device="meta", bucket_overhead=4)
+    return HFTeam(tiny_model, ["agent_0"], LoraSpec(8, 16), "float32", critic=True, device="meta", bucket_overhead=4,
+                  pack_limit=0)
 
 
-@pytest.mark.parametrize("kind,mini_batch,pi_old,turns", [("turn", 0, "trainer", TURNS), ("gspo", 1, "trainer", TURNS),
-                                                          ("token", 0, "engine", TURNS), ("turn", 0, "trainer", GROUP)])
-def test_every_op_of_a_policy_step_runs_on_the_team_device(meta_team, tiny_model, kind, mini_batch, pi_old, turns):
-    """Forward (one sequence per turn, or a shared prompt prefix once), loss (with KL to the reference), backward,
-    gradient clipping and the AdamW step."""
+@pytest.mark.parametrize("kind,mini_batch,pi_old,turns,pack", [
+    ("turn", 0, "trainer", TURNS, 0), ("gspo", 1, "trainer", TURNS, 0), ("token", 0, "engine", TURNS, 0),
+    ("turn", 0, "trainer", GROUP, 0), ("turn", 0, "trainer", GROUP, 1024), ("token", 0, "engine", TURNS, 1024)])
+def test_every_op_of_a_policy_step_runs_on_the_team_device(meta_team, tiny_model, kind, mini_batch, pi_old, turns,
+                                                           pack):
+    """Forward (one sequence per turn, a shared prompt prefix once, or a packed micro-batch with its block mask),
+    loss (with KL to the reference), backward, gradient clipping and the AdamW step."""
     cfg = preset("smoke", model=tiny_model, group_size=1, prompts_per_step=len(turns), ppo_mini_batch=mini_batch,
                  pi_old=pi_old, kl_coef=0.1)
     opt = torch.optim.AdamW(meta_team.trainable_parameters("agent_0"), lr=1e-3)
     adv = torch.linspace(1.0, -1.0, len(turns))  # advantages arrive from the credit stage on the CPU
-    if turns is GROUP:
+    meta_team.pack_limit = pack
+    if turns is GROUP and not pack:
         prompts, comps = [t.prompt_ids for t in turns], [t.completion_ids for t in turns]
         clusters = plan(prompts, comps, overhead=4)
         assert clusters is not None and len(buckets(rest_lengths(prompts, comps, clusters), 4)) == 2
     with MetaAsAccelerator() as mode:
         stats = policy_step(meta_team, "agent_0", opt, turns, adv, cfg, LossConfig(kind=kind, kl_coef=0.1))
+    meta_team.pack_limit = 0
     assert mode.ops > 500, "the step did not run"
     assert mode.mixed == [], f"ops that would meet a CPU and a CUDA tensor: {sorted(set(mode.mixed))}"
     assert {v.device.type for v in stats.values()} == {"meta"}

@@ -3,7 +3,8 @@
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ccpo_agents.prefix_plan import MARGIN, bucket_cost, buckets, common_prefix, plain_cost, plan, plan_cost, rest_lengths
+from ccpo_agents.prefix_plan import (MARGIN, bucket_cost, buckets, common_prefix, pack_plan, packed_length, plain_cost,
+                                     plan, plan_cost, rest_lengths)
 
 _tokens = st.lists(st.integers(0, 3), min_size=0, max_size=6)  # a small alphabet: many shared prefixes
 
@@ -109,3 +110,21 @@ def test_rest_lengths_and_the_bucketed_plan_cost_hand_made():
     assert rest_lengths(prompts, comps, clusters) == [1, 3, 1, 30]
     assert plan_cost(prompts, comps, clusters, overhead=None) == 7 + 4 * 30
     assert plan_cost(prompts, comps, clusters, overhead=16) == 7 + 3 * 3 + 30 + 2 * 16  # 3 calls, plain makes 1
+
+
+@given(_rows())
+def test_pack_plan_partitions_validly_and_packs_no_longer_than_any_other_clustering(rows):
+    prompts, comps = rows
+    prompts = [p or [0] for p in prompts]  # a chat prompt is never empty
+    clusters = pack_plan(prompts, comps)
+    assert sorted(r for _, rs in clusters for r in rs) == list(range(len(prompts)))
+    for k, rs in clusters:
+        assert all(0 <= k < len(prompts[r]) for r in rs)
+        assert all(prompts[r][:k] == prompts[rs[0]][:k] for r in rs)
+    # independent count: every row alone is its full sequence minus the completion's last token
+    alone = sum(len(p) + max(len(c) - 1, 0) for p, c in zip(prompts, comps))
+    assert packed_length(prompts, comps, [(len(p) - 1, [r]) for r, p in enumerate(prompts)]) == alone
+    assert packed_length(prompts, comps, clusters) <= alone
+    padded = plan(prompts, comps)
+    if padded is not None:
+        assert packed_length(prompts, comps, clusters) <= packed_length(prompts, comps, padded)

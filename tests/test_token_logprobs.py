@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ccpo_agents.hf_backend import HFTeam
-from ccpo_agents.prefix_plan import buckets, plan, rest_lengths
+from ccpo_agents.prefix_plan import buckets, pack_plan, packed_length, plan, rest_lengths
 from ccpo_agents.policy import Completion
 from ccpo_algos.update import prompt_major_order
 
@@ -26,7 +26,8 @@ def team(request, tmp_path_factory):
     from ccpo_agents.testing import build_tiny_model
 
     path = build_tiny_model(tmp_path_factory.mktemp(request.param) / "m", arch=request.param)
-    team = HFTeam(str(path), ["thinker_0", "reasoner_0"], dtype="float32", seed=3, bucket_overhead=OVERHEAD)
+    team = HFTeam(str(path), ["thinker_0", "reasoner_0"], dtype="float32", seed=3, bucket_overhead=OVERHEAD,
+                  pack_limit=0)  # the padded paths, unless a test packs
     with torch.no_grad():  # a non-identity adapter, so that the adapter's gradients are not trivially zero
         for name, p in team.model.named_parameters():
             if "lora_B" in name:
@@ -74,15 +75,16 @@ def _grads(team, role):
 @settings(max_examples=12)
 @given(seed=st.integers(0, 10_000), micro_batch=st.integers(1, 9), temperature=st.sampled_from([1.0, 0.5]),
        n_groups=st.integers(1, 4), max_group=st.integers(1, 4), messages=st.booleans(),
-       overhead=st.sampled_from([None, 0, 2, 16]))
+       overhead=st.sampled_from([None, 0, 2, 16]), pack_limit=st.sampled_from([0, 0, 12, 1024]))
 def test_shared_prefix_logprobs_and_grads_match_a_plain_loop(team, seed, micro_batch, temperature, n_groups,
-                                                             max_group, messages, overhead):
-    """``overhead`` 0 runs every distinct rest length in its own bucket, ``None`` all in one call."""
+                                                             max_group, messages, overhead, pack_limit):
+    """``overhead`` 0 runs every distinct rest length in its own bucket, ``None`` all in one call; ``pack_limit``
+    1024 packs every micro-batch (with and without shared prefixes), 12 some, 0 none."""
     rng = random.Random(seed)
     prompts, comps = _groups(rng, n_groups, max_group, len(team.tokenizer), messages=messages)
     role = "thinker_0"
     grads = {}
-    team.bucket_overhead = overhead
+    team.bucket_overhead, team.pack_limit = overhead, pack_limit
     for share in (True, False):
         team.share_prompts = share
         team.model.zero_grad(set_to_none=True)
@@ -94,7 +96,7 @@ def test_shared_prefix_logprobs_and_grads_match_a_plain_loop(team, seed, micro_b
         if mask.any():
             (lp * torch.linspace(0.5, 1.5, lp.numel()).view_as(lp)).sum().backward()
             grads[share] = _grads(team, role)
-    team.share_prompts, team.bucket_overhead = True, OVERHEAD
+    team.share_prompts, team.bucket_overhead, team.pack_limit = True, OVERHEAD, 0
     if grads:
         torch.testing.assert_close(grads[True], grads[False], atol=1e-5, rtol=1e-4)
         assert grads[True].abs().max() > 0
@@ -141,6 +143,32 @@ def test_length_buckets_of_one_group_hand_made(team):
     torch.testing.assert_close(lp.detach(), want.detach(), atol=2e-5, rtol=0)
     want.sum().backward()
     torch.testing.assert_close(got, _grads(team, "thinker_0"), atol=1e-5, rtol=1e-4)
+
+
+def test_packed_micro_batch_hand_made(team):
+    """Two questions in one packed sequence: question 1 with two dyad messages, question 2 with one and a completion
+    cut to nothing; a 1-token prompt alone. Log-probs and gradients as the plain loop's; the plan shares each
+    question and the result does not depend on the packing."""
+    q1, q2 = [10, 11, 12, 13, 14, 15, 16, 17], [10, 11, 12, 30, 31, 32]
+    prompts = [q1 + [40, 41], q1 + [42], q2 + [43, 44], q2 + [45], [9]]
+    comps = [[50, 51, 52], [53], [54, 55], [], [56, 57]]
+    clusters = pack_plan(prompts, comps)
+    assert sorted(clusters) == [(0, [4]), (6, [2, 3]), (8, [0, 1])]
+    assert packed_length(prompts, comps, clusters) == 8 + (2 + 2) + (1 + 0) + 6 + (2 + 1) + (1 + 0) + (1 + 1)
+    team.pack_limit = 1024
+    try:
+        team.model.zero_grad(set_to_none=True)
+        lp, mask = team.token_logprobs("reasoner_0", prompts, comps, micro_batch=8)
+        lp.sum().backward()
+        got = _grads(team, "reasoner_0")
+    finally:
+        team.pack_limit = 0
+    team.model.zero_grad(set_to_none=True)
+    want = _loop_logprobs(team, "reasoner_0", prompts, comps, 1.0)
+    torch.testing.assert_close(lp.detach(), want.detach(), atol=2e-5, rtol=0)
+    assert mask.sum(-1).tolist() == [3, 1, 2, 0, 2]
+    want.sum().backward()
+    torch.testing.assert_close(got, _grads(team, "reasoner_0"), atol=1e-5, rtol=1e-4)
 
 
 def test_reference_logprobs_over_several_micro_batches(team):
