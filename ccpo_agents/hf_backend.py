@@ -1,9 +1,11 @@
 """transformers + peft training backend: a frozen base, one LoRA adapter per role, token log-probs, a critic.
 
 The trainer speaks tokens: :meth:`HFTeam.token_logprobs` scores given ``(prompt, completion)`` token pairs under a
-role's adapter, batched with left-padded prompts and right-padded completions so every row's completion starts at
-the same position (only those logits are computed); where rows share a prompt prefix (a GRPO group's samples, a
-team's system prompt and question) it runs once and the rest runs against its cached keys and values.
+role's adapter. A micro-batch runs as one packed sequence where it fits ``pack_limit``: the prompt prefix its rows
+share (a GRPO group's samples, a team's system prompt and question) once, every row's rest after it, a block
+attention mask, no padding, logits only where a completion token is predicted. Longer micro-batches run padded:
+left-padded prompts and right-padded completions, or a shared prefix once and the rest against its cached keys and
+values, in length buckets (:mod:`ccpo_agents.prefix_plan` chooses).
 :meth:`HFTeam.save_adapter` writes a role's adapter in peft format (safetensors), atomically, for the rollout engine
 to load.
 """
