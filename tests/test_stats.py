@@ -175,3 +175,30 @@ def test_step_time_breakdown_excludes_the_warm_up_step_and_sums_to_the_step():
     # means over the last two rows: rollout 4.0, update 2.0, sync 0.5 (of 6.5 s); 200 tokens in 4.0 s of rollout
     assert "rollout 4.0 s (62 %)" in line and "update 2.0 s (31 %)" in line and "sync 0.5 s (8 %)" in line
     assert "200 tokens generated per step (50 tokens/s" in line
+
+
+def test_phases_sum_each_runs_logged_seconds_and_leave_the_rest_as_other(tmp_path, capsys):
+    """benchmarks.phases on a hand-made bench folder: two steps of one run, a wall time set by file times."""
+    import json
+    import os
+
+    from benchmarks.phases import main as phases, run_phases
+
+    run = tmp_path / "runs" / "ccpo_dyad_v0_s0"
+    run.mkdir(parents=True)
+    (run / "config.json").write_text("{}")
+    steps = [{"step": 1, "perf/seconds_rollout": 10.0, "perf/seconds_update": 5.0, "perf/seconds_sync": 1.0,
+              "perf/tokens_generated": 300.0},
+             {"step": 2, "perf/seconds_rollout": 20.0, "perf/seconds_update": 5.0, "perf/seconds_eval": 30.0,
+              "perf/tokens_generated": 600.0}]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(s) + "\n" for s in steps))
+    t0 = os.stat(run / "config.json").st_mtime
+    os.utime(run / "metrics.jsonl", (t0 + 100, t0 + 100))
+    r = run_phases(run)
+    assert (r["rollout"], r["update"], r["sync"], r["eval"], r["tokens"], r["steps"]) == (30, 10, 1, 30, 900, 2)
+    assert r["wall"] == pytest.approx(100)
+    table = phases([str(tmp_path)])
+    assert "| ccpo_dyad_v0_s0 | 2 | 100 | 30 | 10 | 1 | 30 | 29 | 30 |" in table
+    with pytest.raises(SystemExit) as e:
+        phases([str(tmp_path / "missing")])
+    assert e.value.code == 2
