@@ -22,7 +22,7 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor, nn
 
-from ccpo_agents.prefix_plan import BUCKET_OVERHEAD, buckets, pack_plan, packed_length, plan, rest_lengths
+from ccpo_agents.prefix_plan import BUCKET_OVERHEAD, buckets, pack_plan, packed_length, plan
 
 #: Projection names LoRA adapts by default (Llama / Qwen2 / Mistral families).
 DEFAULT_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -255,9 +255,13 @@ class HFTeam:
         right-padded to ``C``; returns ``(logprobs (N, C) float32, zero on padding; mask (N, C) bool)``."""
         C = logits.shape[1]
         target = torch.tensor([list(c) + [self.pad_id] * (C - len(c)) for c in comps], device=self.device)
-        cmask = torch.tensor([[j < len(c) for j in range(C)] for c in comps], dtype=torch.bool, device=self.device)
+        cmask = self._completion_mask(comps, C)
         lp = (logits.float() / temperature).log_softmax(-1).gather(-1, target[..., None])[..., 0]
         return lp * cmask, cmask
+
+    def _completion_mask(self, comps: Sequence[Sequence[int]], C: int) -> Tensor:
+        """``(N, C)`` bool: which of ``C`` right-padded positions hold a completion token."""
+        return torch.tensor([[j < len(c) for j in range(C)] for c in comps], dtype=torch.bool, device=self.device)
 
     def _plain_logprobs(self, net: nn.Module, prompts: Sequence[Sequence[int]], comps: Sequence[Sequence[int]],
                         temperature: float) -> tuple[Tensor, Tensor]:
@@ -278,6 +282,7 @@ class HFTeam:
         tokens: list[int] = []
         pos: list[int] = []
         owner: list[int] = []  # per token: the row whose rest it is, -1 - cluster for a prefix token
+        home: list[int] = []  # per token: the owner id of its cluster's prefix
         at, where = [], []  # per completion token: its predicting position, and (row, j)
         for c, (k, rows) in enumerate(clusters):
             tokens += prompts[rows[0]][:k]
@@ -291,15 +296,14 @@ class HFTeam:
                 tokens += rest
                 pos += range(k, k + len(rest))
                 owner += [r] * len(rest)
-        cluster_of = {r: c for c, (_, rows) in enumerate(clusters) for r in rows}
-        own = torch.tensor(owner, device=dev)
-        home = torch.tensor([-1 - cluster_of[o] if o >= 0 else o for o in owner], device=dev)  # each token's prefix
+            home += [-1 - c] * (len(owner) - len(home))
+        own, pre = torch.tensor(owner, device=dev), torch.tensor(home, device=dev)
         idx = torch.arange(len(tokens), device=dev)
-        see = (idx[None, :] <= idx[:, None]) & ((own[None, :] == own[:, None]) | (own[None, :] == home[:, None]))
+        see = (idx[None, :] <= idx[:, None]) & ((own[None, :] == own[:, None]) | (own[None, :] == pre[:, None]))
         mask = torch.zeros(see.shape, dtype=self.compute_dtype, device=dev).masked_fill(
             ~see, torch.finfo(self.compute_dtype).min)
         C = max(1, max(len(c) for c in comps))
-        cmask = torch.tensor([[j < len(c) for j in range(C)] for c in comps], dtype=torch.bool, device=dev)
+        cmask = self._completion_mask(comps, C)
         lp = torch.zeros(len(comps), C, device=dev)
         if not at:  # every completion empty: nothing to score
             return lp, cmask
@@ -336,7 +340,7 @@ class HFTeam:
         start = [len(p) - k - 1 for p, k in zip(prompts, K)]
         C = max(1, max(len(c) for c in comps))
         groups = ([list(range(len(rest)))] if self.bucket_overhead is None
-                  else buckets(rest_lengths(prompts, comps, clusters), self.bucket_overhead))
+                  else buckets([len(x) for x in rest], self.bucket_overhead))
         out_lp, out_mask = [], []
         for rows in groups:
             sel = torch.tensor([cluster[r] for r in rows], device=dev)
