@@ -19,7 +19,7 @@ from ccpo_algos.credit import TRUNCATION_RULES
 from ccpo_algos.loss import AGG_MODES, POLICY_LOSSES
 from ccpo_agents.hardware import DTYPES
 from ccpo_envs.aggregate import TIE_RULES
-from ccpo_envs.registry import ENVS, team_env_options, team_probe
+from ccpo_envs.registry import DEFAULT_ENV, ENVS, team_env_options, team_probe
 from ccpo_envs.topology import TEMPLATES
 
 SCHEDULES = ("alternate", "alternate_v2", "simultaneous")
@@ -48,9 +48,9 @@ class TrainConfig:
     """Python modules to import first; they may register task sources (``register_source``) and envs."""
 
     # --- team and tasks
-    env: str = "dyad_v0"
-    """A registered env (``ccpo_envs.ENVS``): ``dyad_v0`` (thinker -> reasoner), ``vote_v0`` (N voters),
-    ``debate_v0`` (N debaters, R rounds), ``chain_v0`` (a 3-agent pipeline) or a plug-in's (with ``--plugins``)."""
+    env: str = DEFAULT_ENV
+    """A registered env (``ccpo_envs.ENVS``, each described in its module and named in the README) or a
+    plug-in's (with ``--plugins``). Default: ``ccpo_envs.registry.DEFAULT_ENV``, the paper's two-agent team."""
     env_options: tuple[str, ...] = ()
     """Extra options of the env's builder as ``KEY=VALUE`` (VALUE read as JSON, else as a string), e.g.
     ``--env-options rounds=3`` for ``debate_v0`` or ``n=4`` for ``chain_v0``."""

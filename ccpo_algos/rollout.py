@@ -1,14 +1,15 @@
 """Rollout: the one place where the env's text meets the policy's tokens.
 
 :func:`collect` plays ``G`` joint episodes per task on PettingZoo AEC envs in lockstep, generating every turn that
-is *ready* (all messages it reads exist) in one batch. The dyad's counterfactual solo turn reads only the question,
-so it is generated in the same batch as the thinker's turn; vote counterfactuals need no generation at all.
+is *ready* (all messages it reads exist) in one batch. A counterfactual turn that reads only the question is
+generated in the same batch as the first stage's turns; a counterfactual that the env scores from recorded answers
+needs no generation at all.
 It records, per episode and agent, the joint turn's prompt/completion tokens, behaviour log-probs and finish flag,
 plus the env's final infos (team and counterfactual rewards).
 
 A completion cut at ``max_tokens`` is handed to the env as a :class:`~ccpo_envs.TruncatedMessage`, so the env's
-``truncation`` rule applies (under ``episode`` a truncated thinker ends the joint episode: the joint reasoner turn
-is skipped, recorded here as an empty ``skipped`` completion that trains nothing).
+``truncation`` rule applies (under ``episode`` a truncated turn ends the joint episode: the later agents' joint
+turns are skipped, recorded here as empty ``skipped`` completions that train nothing).
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ def request_seed(*parts: Any) -> int:
 def team_layout(topo: Topology) -> tuple[torch.Tensor, torch.Tensor]:
     """``(stage (A,), gates (A, A))``: each agent's first stage, and ``gates[j, k]`` = agent ``j`` is not removable
     and reads removable agent ``k``'s messages, directly or through others (CCPO gates ``j`` on ``k``'s Δ
-    statistics; dyad: reasoner -> thinker; a chain's last agent: every earlier agent)."""
+    statistics; a two-stage team: its answering agent on the first; a chain's last agent: every earlier agent)."""
     agents = list(topo.agents)
     stage = [topo.stages_of(a)[0] for a in agents]
     gates = torch.zeros(len(agents), len(agents), dtype=torch.bool)

@@ -121,6 +121,9 @@ class _EnvModule:
         return turn_based_aec_to_parallel(self.env(**kwargs))
 
 
+#: The env a run trains on unless told otherwise: the paper's two-agent team.
+DEFAULT_ENV = "dyad_v0"
+
 ENVS: dict[str, _EnvModule] = {
     "dyad_v0": _EnvModule("dyad_v0", "aec", dyad_raw_env, ("template",)),
     "vote_v0": _EnvModule("vote_v0", "parallel", vote_parallel_env, ("n", "tie_rule")),
