@@ -80,9 +80,9 @@ def bench(argv: list[str]) -> int:
     try:
         bc.runs()
         if bc.resume:
-            from benchmarks.suite import load_result_folder
+            from benchmarks.suite import resume_folder
 
-            load_result_folder(bc.resume)
+            resume_folder(bc)
     except ValueError as e:
         print(f"ccpo bench: {e}", file=sys.stderr)
         return 2

@@ -113,8 +113,9 @@ class BenchConfig:
     extra: dict[str, Any] = field(default_factory=dict)
     """More TrainConfig overrides for every run (programmatic use)."""
     resume: str | None = None
-    """Finish an interrupted bench: this result folder's own configuration is used (other flags are ignored);
-    finished runs and references are kept, a half-done run continues from its last checkpoint."""
+    """Finish an interrupted bench: this result folder's own configuration is used; finished runs and references
+    are kept, a half-done run continues from its last checkpoint. With it, ``--envs``/``--seeds`` only pick which of
+    the missing runs this invocation does (e.g. one topology's seeds first); other flags are ignored."""
     budget_minutes: float | None = None
     """Start no new run after this many minutes of this invocation (the run in progress finishes): a long study runs
     in parts, each resumed with ``--resume FOLDER --budget-minutes M``."""
@@ -241,6 +242,20 @@ def load_result_folder(folder: str) -> tuple[BenchConfig, Path, dict[str, Any]]:
     return bc, out, results
 
 
+def resume_folder(bc: BenchConfig) -> tuple[BenchConfig, Path, dict[str, Any]]:
+    """:func:`load_result_folder` of ``bc.resume``, with ``bc.envs``/``bc.seeds`` (this invocation's picks) checked
+    against that bench's plan."""
+    folder_bc, out, results = load_result_folder(bc.resume)
+    plan = folder_bc.runs()
+    for name, picked, planned in (("--envs", bc.envs, {p[1] for p in plan}),
+                                  ("--seeds", bc.seeds, {p[2] for p in plan})):
+        outside = sorted(set(picked or ()) - planned)
+        if outside:
+            raise ValueError(f"--resume {out}: {name} {outside} not in that bench (it has {sorted(planned)}); "
+                             f"pick from those or start a new bench")
+    return folder_bc, out, results
+
+
 def run_suite(bc: BenchConfig, policy: Any | None = None) -> Path:
     """Run the suite (or finish the one ``bc.resume`` names); returns its result folder.
 
@@ -263,8 +278,9 @@ def run_suite(bc: BenchConfig, policy: Any | None = None) -> Path:
     from ccpo_algos.trainer import train
 
     t_call, budget = time.perf_counter(), bc.budget_minutes
+    only_envs, only_seeds = (bc.envs, bc.seeds) if bc.resume else (None, None)
     if bc.resume:
-        bc, out, results = load_result_folder(bc.resume)
+        bc, out, results = resume_folder(bc)
         bc.budget_minutes = budget  # the budget belongs to this invocation, not to the folder
     else:
         bc.runs()  # validates before anything heavy happens
@@ -276,10 +292,12 @@ def run_suite(bc: BenchConfig, policy: Any | None = None) -> Path:
             for label, env, seed, algo, kw in plan]
     done_runs = {(r["label"], r["env"], r["seed"]) for r in results["runs"]}
     done_refs = {(r["env"], r["seed"]) for r in results["references"]}
-    refs = list(dict.fromkeys((env, seed) for _, env, seed, _ in cfgs))  # the untrained team per (env, seed)
-    todo = [c for c in cfgs if (c[0], c[1], c[2]) not in done_runs]
-    total = len(refs) + sum(c[3].steps for c in cfgs)
-    bar = tqdm(total=total, initial=len(done_refs) + sum(c[3].steps for c in cfgs if c not in todo),
+    picked = [c for c in cfgs  # this invocation's share (all of it unless --resume comes with --envs/--seeds)
+              if (only_envs is None or c[1] in only_envs) and (only_seeds is None or c[2] in only_seeds)]
+    refs = list(dict.fromkeys((env, seed) for _, env, seed, _ in picked))  # the untrained team per (env, seed)
+    todo = [c for c in picked if (c[0], c[1], c[2]) not in done_runs]
+    total = len(refs) + sum(c[3].steps for c in picked)
+    bar = tqdm(total=total, initial=len(done_refs & set(refs)) + sum(c[3].steps for c in picked if c not in todo),
                desc="bench", unit="step", dynamic_ncols=True, disable=None)
     latest = {"held-out": float("nan")}
 

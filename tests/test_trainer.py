@@ -508,19 +508,25 @@ def test_interrupted_bench_leaves_partial_results_and_resumes(tiny_model, vllm_e
 @pytest.mark.slow
 def test_bench_budget_stops_between_runs_and_resume_keeps_going(tiny_model, vllm_engine, tmp_path, capsys):
     """--budget-minutes 0: nothing starts (references run seed by seed, just before their runs), the folder is
-    readable and names the resume command; resuming with a budget of its own does not inherit the folder's."""
+    readable and names the resume command; resuming with a budget of its own does not inherit the folder's;
+    --seeds beside --resume picks which missing runs to do, and a seed the bench does not have is refused."""
     from benchmarks.suite import BenchConfig, run_suite
 
-    bc = BenchConfig(preset="smoke", out_dir=str(tmp_path), model=tiny_model, seeds=(0,), envs=("vote_v0",),
+    bc = BenchConfig(preset="smoke", out_dir=str(tmp_path), model=tiny_model, seeds=(0, 1), envs=("vote_v0",),
                      algos=("grpo",), budget_minutes=0,
                      extra={"task": "parity_stub", "truncation": "off", "checkpoint_every": 0})
     out = run_suite(bc, policy=vllm_engine)
     res = json.loads((out / "results.json").read_text())
     assert res["references"] == [] and res["runs"] == []
     assert f"--resume {out}" in capsys.readouterr().out
+    assert run_suite(BenchConfig(resume=str(out), seeds=(1,)), policy=vllm_engine) == out
+    res = json.loads((out / "results.json").read_text())
+    assert [r["seed"] for r in res["references"]] == [1] and [r["seed"] for r in res["runs"]] == [1]
+    with pytest.raises(ValueError, match=r"--seeds \[7\] not in that bench"):
+        run_suite(BenchConfig(resume=str(out), seeds=(7,)), policy=vllm_engine)
     assert run_suite(BenchConfig(resume=str(out)), policy=vllm_engine) == out
     res = json.loads((out / "results.json").read_text())
-    assert len(res["references"]) == 1 and len(res["runs"]) == 1
+    assert sorted(r["seed"] for r in res["references"]) == [0, 1] and sorted(r["seed"] for r in res["runs"]) == [0, 1]
 
 
 @pytest.mark.slow
