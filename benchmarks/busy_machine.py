@@ -8,7 +8,9 @@ time), alternating idle and busy, with the busy load a ``yes > /dev/null`` proce
 * ``default``: ccpo's defaults (``VLLM_CPU_OMP_THREADS_BIND=auto``, no reserved core on <= 4 cores);
 * ``passive``: the same with ``OMP_WAIT_POLICY=PASSIVE`` (waiting threads sleep instead of spinning);
 * ``reserve1``: one core left to other processes (``VLLM_CPU_NUM_OF_RESERVED_CPU=1``: one thread fewer);
-* ``nobind``: no pinning (``VLLM_CPU_OMP_THREADS_BIND=nobind``): the OS may move a thread off a taken core.
+* ``nobind``: no pinning (``VLLM_CPU_OMP_THREADS_BIND=nobind``): the OS may move a thread off a taken core;
+* ``inproc``: the engine core in the calling process (``VLLM_ENABLE_V1_MULTIPROCESSING=0``): no second process
+  that wakes up at every decode step to pass outputs on.
 
     python -m benchmarks.busy_machine --out benchmarks/measured/<date>/busy_machine.md
 """
@@ -48,6 +50,7 @@ SETTINGS: dict[str, dict[str, str]] = {
     "passive": {"OMP_WAIT_POLICY": "PASSIVE"},
     "reserve1": {"VLLM_CPU_NUM_OF_RESERVED_CPU": "1"},
     "nobind": {"VLLM_CPU_OMP_THREADS_BIND": "nobind"},
+    "inproc": {"VLLM_ENABLE_V1_MULTIPROCESSING": "0"},
 }
 
 
@@ -86,6 +89,7 @@ def main(argv: list[str] | None = None) -> str:
     p.add_argument("--model", default="embedded", help="model (default: the embedded SmolLM2-135M-Instruct)")
     p.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
     p.add_argument("--repeats", type=int, default=1, help="repeats of each (setting, load) pair")
+    p.add_argument("--loads", nargs="+", default=["idle", "busy"], choices=["idle", "busy"])
     p.add_argument("--prompts", type=int, default=16)
     p.add_argument("--max-tokens", type=int, default=32)
     p.add_argument("--out", default=None, help="also write the markdown table here")
@@ -96,15 +100,18 @@ def main(argv: list[str] | None = None) -> str:
     model = resolve_model(args.model)
     raw: dict[str, dict[str, list[float]]] = {s: {"idle": [], "busy": []} for s in args.settings}
     for r in range(args.repeats):
-        for s in args.settings:
-            for load in (("idle", "busy") if r % 2 == 0 else ("busy", "idle")):
+        for s in (args.settings if r % 2 == 0 else args.settings[::-1]):
+            for load in (args.loads if r % 2 == 0 else args.loads[::-1]):
                 raw[s][load].append(tokens_per_second(model, s, load == "busy", args.prompts, args.max_tokens))
-    idle0 = statistics.mean(raw["default"]["idle"]) if "default" in raw else None
+    def mean(xs: list[float]) -> float:
+        return statistics.mean(xs) if xs else float("nan")
+
+    idle0 = mean(raw["default"]["idle"]) if "default" in raw else None
     lines = [f"# vLLM CPU generation, idle vs one core taken by `yes`, on {cpu_description()}", "",
              f"{args.prompts} prompts x {args.max_tokens} tokens, greedy, float32, {args.repeats} repeat(s) each.", "",
              "| setting | idle tok/s | busy tok/s | busy / idle | idle vs default idle |", "|---|---|---|---|---|"]
     for s, v in raw.items():
-        i, b = statistics.mean(v["idle"]), statistics.mean(v["busy"])
+        i, b = mean(v["idle"]), mean(v["busy"])
         rel = f"{i / idle0:.2f}x" if idle0 else ""
         lines.append(f"| {s} | {i:.1f} | {b:.1f} | {b / i:.2f} | {rel} |")
     lines += ["", "Raw tok/s: " + json.dumps({s: {k: [round(x, 1) for x in xs] for k, xs in v.items()}

@@ -55,8 +55,14 @@ def cpu_engine_env(env: MutableMapping[str, str]) -> MutableMapping[str, str]:
       a 48-prompt x 48-token batch with an active rank-16 adapter: 52 s -> 12 s on the 2-core CI machine.
     * ``VLLM_CPU_NUM_OF_RESERVED_CPU=0`` on machines with <= 4 cores: vLLM keeps one core free for its front end
       by default, which halves generation on a 2-core laptop (10.9 s -> 8.6 s for the same batch).
+    * ``VLLM_EXECUTE_MODEL_TIMEOUT_SECONDS=604800`` (a week): on CPU the engine core waits for its worker process
+      at most this long per model step (vLLM: 300 s), by the wall clock. A bench paused with Ctrl-Z (the whole
+      process group stopped) and continued with ``fg`` more than 5 minutes later found the deadline passed and died
+      with ``EngineDeadError`` (seen 2026-12-01: a study stopped for 18 min). A worker that dies is still noticed
+      at once (vLLM watches its process); only a worker that hangs alive waits longer.
     """
     env.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+    env.setdefault("VLLM_EXECUTE_MODEL_TIMEOUT_SECONDS", str(7 * 24 * 3600))
     env.setdefault(cpu_lora.ENV, "grouped")
     if (os.cpu_count() or 1) <= 4:
         env.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")

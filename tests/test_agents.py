@@ -414,6 +414,23 @@ time.sleep(600)
 """
 
 
+def test_cpu_engine_defaults_are_settings_vllm_reads_and_yield_to_the_user():
+    """Every vLLM variable ccpo sets on CPU is one vLLM 0.32 reads (a renamed one would silently do nothing); the
+    per-step timeout outlasts a bench paused with Ctrl-Z for more than vLLM's 5 minutes; a value the user set
+    wins."""
+    import vllm.envs
+
+    from ccpo_agents.vllm_backend import cpu_engine_env
+
+    env = cpu_engine_env({})
+    for key in env:
+        if key.startswith("VLLM_"):
+            assert key in vllm.envs.environment_variables, key
+    assert int(env["VLLM_EXECUTE_MODEL_TIMEOUT_SECONDS"]) >= 24 * 3600
+    mine = {"VLLM_EXECUTE_MODEL_TIMEOUT_SECONDS": "30", "VLLM_CPU_KVCACHE_SPACE": "4"}
+    assert cpu_engine_env(dict(mine)).items() >= mine.items()
+
+
 @pytest.mark.slow
 def test_engine_processes_die_with_a_sigkilled_owner(tiny_model):
     """SIGKILL only the process that built the engine (not its group, as the OOM killer would): its EngineCore and
