@@ -81,6 +81,8 @@ def comparison_section(results: dict[str, Any]) -> list[str]:
 
 def _across_section(results: dict[str, Any], envs: list[str], labels: list[str]) -> list[str]:
     """IQM of the mean held-out accuracy (runs x topologies) and P(method > shared GRPO) with stratified CIs."""
+    dropped: set[str] = set()
+
     def runs_by_env(label: str) -> np.ndarray | None:
         cols = []
         for env in envs:
@@ -89,15 +91,21 @@ def _across_section(results: dict[str, Any], envs: list[str], labels: list[str])
                 return None
             cols.append(m[1].mean(axis=1))
         n = min(len(c) for c in cols)
+        if any(len(c) > n for c in cols):
+            dropped.add(label)
         return np.stack([c[:n] for c in cols], axis=1)  # (runs, topologies)
 
     base = runs_by_env(BASELINE)
+    xs = {label: runs_by_env(label) for label in labels}
     one_seed = base is None or base.shape[0] < 2
     lines = ["", "Across topologies and seeds (runs x topologies, stratified bootstrap over runs"
              + ("; one seed per method: no spread to resample, the CIs collapse to the point):" if one_seed else "):"),
              ""]
+    if dropped:  # rliable takes a (runs, tasks) matrix: as many runs on every topology
+        lines[-2] += (f" {', '.join(sorted(dropped))}: more seeds on some topologies than on others; this section uses "
+                      "the lowest seeds, as many on each topology as the fewest (the per-topology rows use all).")
     for label in labels:
-        x = runs_by_env(label)
+        x = xs[label]
         if x is None:
             continue
         line = f"- {label}: IQM {iqm(x).value:.3f} [{iqm(x).lo:.3f}, {iqm(x).hi:.3f}]"

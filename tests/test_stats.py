@@ -142,6 +142,30 @@ def test_report_pairs_a_method_only_in_the_second_folder_with_the_first_folders_
     assert vs_ccpo.split("|")[4].strip().startswith(f"{1 - 0.25:+.3f}")  # seed 0 only: the common one
 
 
+def test_across_topologies_with_more_seeds_on_one_uses_the_lowest_seeds_and_says_so():
+    """rliable takes a (runs, topologies) matrix: with 4 vote seeds and 2 dyad seeds the IQM uses seeds 0-1 of
+    each topology (hand-computed) and the section says so; the per-topology rows still use every seed."""
+    from benchmarks.compare import comparison_section
+
+    ids = ["t0", "t1"]
+
+    def run(label, env, seed, rewards):
+        return {"label": label, "env": env, "seed": seed, "items": [
+            {"task_id": t, "reward": r} for t, r in zip(ids, rewards)]}
+
+    vote = {0: [1, 1], 1: [1, 0], 2: [0, 0], 3: [0, 0]}
+    runs = [run(lb, "vote_v0", s, r) for s, r in vote.items() for lb in ("ccpo", "grpo")]
+    runs += [run(lb, "dyad_v0", s, [1, 0]) for s in (0, 1) for lb in ("ccpo", "grpo")]
+    lines = comparison_section({"runs": runs[::-1], "references": []})  # any order in results.json
+    text = "\n".join(lines)
+    assert "uses the lowest seeds" in text
+    x = np.array([[1.0, 0.5], [0.5, 0.5]])  # seeds 0, 1 x (dyad, vote) means; seeds 2-3 of the vote left out
+    want = iqm(x)
+    assert f"- ccpo: IQM {want.value:.3f} [{want.lo:.3f}, {want.hi:.3f}]" in text
+    balanced = comparison_section({"runs": [r for r in runs if r["seed"] < 2], "references": []})
+    assert not any("lowest seeds" in ln for ln in balanced)
+
+
 def test_a_result_folder_copied_without_its_run_folders_still_tables_and_plots(tmp_path):
     """results.json keeps each run's per-step metrics, so a folder committed without its (large) run folders still
     gives the step-time ratios, the table and the plots."""
