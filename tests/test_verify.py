@@ -87,11 +87,16 @@ hostile = st.sampled_from([
 ), st.sampled_from(["42", r"\frac{1}{2}", "x^2+1", r"5\sqrt{2}"]))
 def test_math_verifier_never_raises_and_is_bounded(text, gold):
     """Bounded: the answer within the 0.5 s budget of a warm worker, plus - right after a hostile answer killed
-    the worker - the wait for the warm standby (about 1 s idle): correctness over latency (issue 11)."""
+    the worker - the wait for the warm standby (about 1 s idle, more on a loaded machine, at most its
+    ``startup_timeout``): correctness over latency (issue 11). The hard bound is what is asserted, so that the test
+    holds on a machine busy with other work (a vLLM engine spinning on every core took a standby past 3 s)."""
+    from ccpo_envs.verify import symbolic_checker
+
+    checker = symbolic_checker()
     t0 = time.monotonic()
     s = safe_score(MATH, text, _task(gold))
     assert 0.0 <= s <= 1.0
-    assert time.monotonic() - t0 < 3.0, "the verifier must answer within its documented bound"
+    assert time.monotonic() - t0 < checker.timeout + checker.startup_timeout, "past the verifier's documented bound"
 
 
 @given(st.one_of(st.text(max_size=5000), hostile, st.binary(max_size=100), st.integers(), st.none()))
