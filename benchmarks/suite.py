@@ -27,9 +27,10 @@ from benchmarks.compare import comparison_section, marl_eval_layout, paired_betw
 
 #: Suite presets. ``train`` holds TrainConfig overrides shared by every run.
 BENCH_PRESETS: dict[str, dict[str, Any]] = {
-    # The README's main job: CPU, embedded SmolLM2-135M: 23 min on one 2-core CPU, 39.6 min on an AVX2-only one
-    # (benchmarks/measured/); halving it is issue 10.
-    # 10 steps x 16 episodes per run (on top of the `cpu` TrainConfig preset); held-out eval at the end.
+    # The README's main job: CPU, embedded SmolLM2-135M: 34.8 min on a 2-core AVX2-only EPYC
+    # (benchmarks/measured/2026-11-30-default-bench-packed/: rollout 51 %, update 26 %, held-out eval 19 %).
+    # 10 steps x 16 episodes per run (on top of the `cpu` TrainConfig preset); held-out eval at the end, on 32 of
+    # `arith_1d`'s ~36 distinct questions (the `study` preset holds out 128 of `arith_easy`).
     "default": dict(algos=("ccpo", "grpo", "mappo"), envs=("dyad_v0", "vote_v0"), seeds=(0,),
                     train=dict(steps=10, prompts_per_step=4, group_size=4, eval_size=32, eval_every=0)),
     # Three seeds of everything. `full`, `long` and `study` hold out more items than `arith_1d` has (~36 distinct
