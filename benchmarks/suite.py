@@ -545,14 +545,26 @@ def plot(results: dict[str, Any], out: Path) -> None:
                             capsize=3, label="untrained team")
             else:
                 ax.plot([0], [acc], "s", color="gray", label="untrained team")
-        for r in [r for r in results["runs"] if r["env"] == env]:
+        env_runs = [r for r in results["runs"] if r["env"] == env]
+        credit: dict[tuple[str, str], dict[int, list[float]]] = {}  # (method, agent) -> step -> one value per seed
+        for r in env_runs:
             rows = run_rows(r)
             steps = [x["step"] for x in rows]
-            ax_train.plot(steps, [x["charts/accuracy_joint"] for x in rows], alpha=0.6,
-                          color=colors.get(r["label"]), label=f"{r['label']} s{r['seed']}")
-            for k in sorted({k for x in rows for k in x if k.startswith("credit/reward_mean_")}):
-                ax2.plot(steps, [x.get(k, float("nan")) for x in rows],
-                         label=f"{r['label']} s{r['seed']} {k[len('credit/reward_mean_'):]}")
+            n = sum(1 for q in env_runs if q["label"] == r["label"])
+            first = r is next(q for q in env_runs if q["label"] == r["label"])
+            ax_train.plot(steps, [x["charts/accuracy_joint"] for x in rows], alpha=0.6, color=colors.get(r["label"]),
+                          label=(f"{r['label']} s{r['seed']}" if n == 1 else
+                                 f"{r['label']} ({n} seeds, a line each)" if first else "_nolegend_"))
+            for x in rows:
+                for k, v in x.items():
+                    if k.startswith("credit/reward_mean_"):
+                        credit.setdefault((r["label"], k[len("credit/reward_mean_"):]), {}).setdefault(
+                            x["step"], []).append(v)
+        for (label, agent), by_step in credit.items():  # one line per method and agent: the mean over its seeds
+            n = max(len(v) for v in by_step.values())
+            steps = sorted(by_step)
+            ax2.plot(steps, [float(np.mean(by_step[s])) for s in steps],
+                     label=f"{label} {agent}" + (f" (mean of {n} seeds)" if n > 1 else ""))
         ax.set(title=f"{env}: held-out team accuracy (greedy, 95 % CI)", xlabel="step", ylabel="accuracy")
         ax_train.set(title=f"{env}: training batch accuracy", xlabel="step", ylabel="accuracy")
         ax2.set(title=f"{env}: per-agent credit (mean shaped reward)", xlabel="step", ylabel="credit")
