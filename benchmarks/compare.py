@@ -95,8 +95,8 @@ def _across_section(results: dict[str, Any], envs: list[str], labels: list[str])
             dropped.add(label)
         return np.stack([c[:n] for c in cols], axis=1)  # (runs, topologies)
 
-    base = runs_by_env(BASELINE)
     xs = {label: runs_by_env(label) for label in labels}
+    base = xs.get(BASELINE)  # None without shared-GRPO runs, as runs_by_env would give
     one_seed = base is None or base.shape[0] < 2
     lines = ["", "Across topologies and seeds (runs x topologies, stratified bootstrap over runs"
              + ("; one seed per method: no spread to resample, the CIs collapse to the point):" if one_seed else "):"),
@@ -108,7 +108,8 @@ def _across_section(results: dict[str, Any], envs: list[str], labels: list[str])
         x = xs[label]
         if x is None:
             continue
-        line = f"- {label}: IQM {iqm(x).value:.3f} [{iqm(x).lo:.3f}, {iqm(x).hi:.3f}]"
+        q = iqm(x)  # one bootstrap, not one per printed number
+        line = f"- {label}: IQM {q.value:.3f} [{q.lo:.3f}, {q.hi:.3f}]"
         if base is not None and label != BASELINE:
             p = probability_of_improvement(x, base)
             line += f"; P({label} > shared GRPO) {p.value:.2f} [{p.lo:.2f}, {p.hi:.2f}]"
