@@ -40,13 +40,22 @@ class Interval:
 
 
 def _interval(scores: dict[str, object], func, reps: int, seed: int) -> dict[str, Interval]:
-    """rliable's stratified bootstrap over runs (within each task) of ``func``; point estimates and 95 % CIs."""
+    """rliable's stratified bootstrap over runs (within each task) of ``func``; point estimates and 95 % CIs.
+
+    rliable 1.2 draws its resampling indices with the global ``np.random.choice`` (``update_indices``), not with the
+    ``random_state`` it hands to arch, so that alone left the CIs different in every process. The global generator is
+    seeded for the call and restored after it, so the CIs repeat and the caller's global stream is untouched."""
     from rliable import library as rly
 
-    with warnings.catch_warnings():  # rliable 1.2 passes arch a RandomState, which arch 7 calls deprecated
-        warnings.filterwarnings("ignore", category=FutureWarning, module="arch")
-        point, ci = rly.get_interval_estimates(scores, func, task_bootstrap=False, reps=reps,
-                                               random_state=np.random.RandomState(seed))
+    saved = np.random.get_state()
+    np.random.seed(seed)
+    try:
+        with warnings.catch_warnings():  # rliable 1.2 passes arch a RandomState, which arch 7 calls deprecated
+            warnings.filterwarnings("ignore", category=FutureWarning, module="arch")
+            point, ci = rly.get_interval_estimates(scores, func, task_bootstrap=False, reps=reps,
+                                                   random_state=np.random.RandomState(seed))
+    finally:
+        np.random.set_state(saved)
     return {k: Interval(float(np.ravel(point[k])[0]), float(np.ravel(ci[k][0])[0]), float(np.ravel(ci[k][1])[0]))
             for k in scores}
 
