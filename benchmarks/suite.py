@@ -27,13 +27,16 @@ from benchmarks.compare import comparison_section, marl_eval_layout, paired_betw
 
 #: Suite presets. ``train`` holds TrainConfig overrides shared by every run.
 BENCH_PRESETS: dict[str, dict[str, Any]] = {
-    # The README's main job: CPU, embedded SmolLM2-135M: 34.8 min on a 2-core AVX2-only EPYC
-    # (benchmarks/measured/2026-11-30-default-bench-packed/: rollout 51 %, update 26 %, held-out eval 19 %).
-    # 10 steps x 16 episodes per run (on top of the `cpu` TrainConfig preset); held-out eval at the end, on 32 of
-    # `arith_1d`'s ~36 distinct questions (the `study` preset holds out 128 of `arith_easy`).
+    # The README's main job: CPU, embedded SmolLM2-135M, 10 steps x 16 episodes per run (on top of the `cpu`
+    # TrainConfig preset), greedy held-out evaluation at the end on 128 items of `arith_easy` (1-2 digit + -): the
+    # `study` preset's seed 0 plus MAPPO, so the study's seeds put the default's single seed in context. (Until
+    # 2026-12-01 it trained on `arith_1d` and held out 32 of its ~36 distinct questions, plus two sampled passes:
+    # 34.8 min, benchmarks/measured/2026-11-30-default-bench-packed/: rollout 51 %, update 26 %, held-out eval 19 %;
+    # one item was 3 points.) Measured: benchmarks/measured/2026-12-01-default-bench-128/.
     "default": dict(algos=("ccpo", "grpo", "mappo"), envs=("dyad_v0", "vote_v0"), seeds=(0,),
-                    train=dict(steps=10, prompts_per_step=4, group_size=4, eval_size=32, eval_every=0)),
-    # Three seeds of everything. `full`, `long` and `study` hold out more items than `arith_1d` has (~36 distinct
+                    train=dict(task="arith_easy", steps=10, prompts_per_step=4, group_size=4, eval_size=128,
+                               eval_every=0, eval_samples=0)),  # greedy: the paired statistics read greedy items
+    # Three seeds of everything. Every bench preset holds out more items than `arith_1d` has (~36 distinct
     # questions), so they train and evaluate on `arith_easy` (1-2 digit + -).
     "full": dict(algos=("ccpo", "grpo", "mappo"), envs=("dyad_v0", "vote_v0"), seeds=(0, 1, 2),
                  train=dict(task="arith_easy", steps=30, prompts_per_step=8, group_size=4, eval_size=64,
