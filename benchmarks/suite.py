@@ -48,8 +48,9 @@ BENCH_PRESETS: dict[str, dict[str, Any]] = {
     # CCPO vs shared GRPO sized to detect a 5-point difference (benchmarks/stats.py minimal_detectable_difference):
     # with a seed-to-seed sd of ~0.05 (measured: 2-7 points) training noise dominates, and the normal approximation
     # needs ~16 seeds per method and topology whatever the item count; 128 held-out items keep the item term small.
-    # 64 runs of 13-17 min on a 2-core AVX2 CPU (measured 2026-11-30, benchmarks/measured/2026-11-30-study/): ~16
-    # hours. Runs seed by seed; `--budget-minutes M` and `ccpo bench --resume FOLDER` run it in parts;
+    # 64 runs of 5-12 min on a 2-core AVX2 CPU (measured 2026-12-01, benchmarks/measured/2026-11-30-study/, parts
+    # 5-7; 13-17 min in its first parts): ~10 hours. Runs seed by seed; `--budget-minutes M` and
+    # `ccpo bench --resume FOLDER` run it in parts;
     # the table's power line re-estimates the design's detectable difference from the variances it measured.
     # Its task is `arith_easy` (1-2 digit + -; the untrained team scores 0.11 (dyad) and 0.08 (vote) greedy under
     # the cpu preset's 48-token budget, measured 2026-11-30): the cpu preset's `arith_1d` has only ~36 distinct
@@ -91,8 +92,8 @@ class BenchConfig:
     """What ``ccpo bench`` runs."""
 
     preset: str = "default"
-    """Suite preset: default (CPU, 25-45 min on 2 cores), full (3 seeds), long, study (CCPO vs GRPO, 16 seeds, 128
-    held-out items: sized to detect 5 points; ~16 h on 2 cores, runs in parts), smoke."""
+    """Suite preset: default (CPU, ~50 min on 2 cores, 128 held-out items), full (3 seeds), long, study (CCPO vs GRPO,
+    16 seeds, 128 held-out items: sized to detect 5 points; ~10 h on 2 cores, runs in parts), smoke."""
     out_dir: str = "results"
     """Parent folder; each invocation writes a new ``bench-<time>`` folder in it."""
     model: str = "embedded"
