@@ -25,6 +25,10 @@ import numpy as np
 
 from benchmarks.compare import comparison_section, marl_eval_layout, paired_between_folders
 
+#: The study's training recipe (``study`` preset, below); the default bench is its seed 0 with evaluation at the end.
+_STUDY_TRAIN = dict(task="arith_easy", steps=10, prompts_per_step=4, group_size=4, eval_size=128, eval_every=5,
+                    eval_samples=0)  # greedy only: the paired statistics read greedy items
+
 #: Suite presets. ``train`` holds TrainConfig overrides shared by every run.
 BENCH_PRESETS: dict[str, dict[str, Any]] = {
     # The README's main job: CPU, embedded SmolLM2-135M, 10 steps x 16 episodes per run (on top of the `cpu`
@@ -34,8 +38,7 @@ BENCH_PRESETS: dict[str, dict[str, Any]] = {
     # 34.8 min, benchmarks/measured/2026-11-30-default-bench-packed/: rollout 51 %, update 26 %, held-out eval 19 %;
     # one item was 3 points.) Measured: benchmarks/measured/2026-12-01-default-bench-128/.
     "default": dict(algos=("ccpo", "grpo", "mappo"), envs=("dyad_v0", "vote_v0"), seeds=(0,),
-                    train=dict(task="arith_easy", steps=10, prompts_per_step=4, group_size=4, eval_size=128,
-                               eval_every=0, eval_samples=0)),  # greedy: the paired statistics read greedy items
+                    train=dict(_STUDY_TRAIN, eval_every=0)),
     # Three seeds of everything. Every bench preset holds out more items than `arith_1d` has (~36 distinct
     # questions), so they train and evaluate on `arith_easy` (1-2 digit + -).
     "full": dict(algos=("ccpo", "grpo", "mappo"), envs=("dyad_v0", "vote_v0"), seeds=(0, 1, 2),
@@ -56,8 +59,7 @@ BENCH_PRESETS: dict[str, dict[str, Any]] = {
     # the cpu preset's 48-token budget, measured 2026-11-30): the cpu preset's `arith_1d` has only ~36 distinct
     # held-out questions. Every seed is scored on the same 128 items (ccpo_algos.build.HELD_OUT_SEED).
     "study": dict(algos=("ccpo", "grpo"), envs=("dyad_v0", "vote_v0"), seeds=tuple(range(16)),
-                  train=dict(task="arith_easy", steps=10, prompts_per_step=4, group_size=4, eval_size=128,
-                             eval_every=5, eval_samples=0)),  # greedy only: the paired statistics read greedy items
+                  train=_STUDY_TRAIN),
     # Tiny random model, for tests of the suite itself.
     "smoke": dict(algos=("ccpo", "grpo"), envs=("dyad_v0", "vote_v0"), seeds=(0,),
                   train=dict(steps=2, prompts_per_step=2, group_size=2, eval_size=4, eval_every=0,
