@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -236,6 +237,18 @@ def _save(results: dict[str, Any], out: Path) -> None:
     (out / "marl_eval.json").write_text(json.dumps(marl_eval_layout(results)))
 
 
+def pin_dtype(bc: BenchConfig) -> BenchConfig:
+    """``bc`` with its runs' dtype chosen now and recorded in ``extra`` (``auto`` -> this hardware's choice,
+    :func:`ccpo_agents.hardware.resolve_dtype`): a bench resumed on other hardware (a CPU with native bf16, where
+    ``auto`` means bfloat16, after parts run in float32 on one without) keeps the dtype of its first runs, so every
+    run of a folder computes the same equations in the same precision."""
+    from ccpo_agents.hardware import resolve_device, resolve_dtype
+
+    label, env, seed, algo, kw = bc.runs()[0]
+    cfg = _train_config(bc, env, seed, algo, kw, Path(bc.out_dir), label)
+    return dataclasses.replace(bc, extra={**bc.extra, "dtype": resolve_dtype(cfg.dtype, resolve_device(cfg.device))})
+
+
 def load_result_folder(folder: str) -> tuple[BenchConfig, Path, dict[str, Any]]:
     """The configuration, folder and partial results of an earlier bench (for ``--resume``)."""
     out = Path(folder)
@@ -260,6 +273,10 @@ def resume_folder(bc: BenchConfig) -> tuple[BenchConfig, Path, dict[str, Any]]:
         if outside:
             raise ValueError(f"--resume {out}: {name} {outside} not in that bench (it has {sorted(planned)}); "
                              f"pick from those or start a new bench")
+    if results["runs"] and "dtype" not in folder_bc.extra:  # a folder from before dtypes were pinned
+        print(f"note: {out}'s runs did not record which dtype 'auto' chose for them; on this machine it is "
+              f"{pin_dtype(folder_bc).extra['dtype']}. If they ran on other hardware, pin theirs first: "
+              f"\"extra\": {{\"dtype\": ...}} in the \"config\" of {out / 'results.json'}", file=sys.stderr)
     return folder_bc, out, results
 
 
@@ -290,7 +307,7 @@ def run_suite(bc: BenchConfig, policy: Any | None = None) -> Path:
         bc, out, results = resume_folder(bc)
         bc.budget_minutes = budget  # the budget belongs to this invocation, not to the folder
     else:
-        bc.runs()  # validates before anything heavy happens
+        bc = pin_dtype(bc)  # validates before anything heavy happens; a resume elsewhere keeps this dtype
         out = unique_dir(bc.out_dir, f"bench-{time.strftime('%Y%m%d-%H%M%S')}")
         (out / "runs").mkdir()
         results = {"config": dataclasses.asdict(bc), "runs": [], "references": []}

@@ -5,6 +5,7 @@ The algorithm is a row of :data:`ccpo_algos.algorithms.ALGORITHMS`; the loop nev
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections.abc import Callable
@@ -88,6 +89,9 @@ def train(cfg: TrainConfig, policy: Any | None = None,
         on_step: called with ``(step, metrics)`` after each step is logged (e.g. an outer progress bar).
     """
     cfg.validate()  # imports cfg.plugins first
+    # 'auto' is resolved once, here, and config.json records the result: a run resumed on other hardware (a CPU
+    # with native bf16, where 'auto' is bfloat16) keeps the dtype its first steps ran in
+    cfg = dataclasses.replace(cfg, dtype=resolve_dtype(cfg.dtype, resolve_device(cfg.device)))
     algo = ALGORITHMS[cfg.algo]
     ctx = DistContext.from_env()
     if cfg.prompts_per_step % ctx.world:

@@ -1,5 +1,6 @@
 """The trainer end to end on the tiny model through real vLLM (CPU), the credit on scripted teams, resume, CLI."""
 
+import dataclasses
 import json
 import math
 import os
@@ -15,6 +16,7 @@ import torch
 from safetensors.torch import load_file
 
 import ccpo_envs
+from ccpo_agents.hardware import resolve_dtype
 from ccpo_agents.hf_backend import HFTeam, LoraSpec
 from ccpo_agents.policy import SamplingConfig
 from ccpo_agents.scripted import ConstantPolicy, IgnoresTeammatePolicy, OraclePolicy, PerRolePolicy
@@ -80,6 +82,7 @@ def test_every_algorithm_and_topology_trains_two_steps(algo, env, tiny_model, vl
         changed = [k for k in trained if not torch.equal(trained[k], before[k])]
         assert any("lora_B" in k for k in changed), f"{a}: trainable parameters did not change"
     meta = json.loads((run / "config.json").read_text())
+    assert cfg.dtype == "auto" and meta["dtype"] == resolve_dtype("auto", "cpu")  # what it ran in, for a resume
     assert meta["algo"] == algo and (run / "checkpoints" / "latest").read_text() == "step_000002"
     assert any(k.startswith("eval/") for k in rows[-1])
     if algo == "ccpo" and env == "dyad_v0":  # `ccpo credit-report RUN` on the trained adapters
@@ -505,6 +508,27 @@ def test_interrupted_bench_leaves_partial_results_and_resumes(tiny_model, vllm_e
     assert (out / "curves.png").exists()
 
 
+def test_bench_pins_its_dtype_so_a_resume_on_other_hardware_keeps_it(monkeypatch, tmp_path):
+    """A study run in parts on two CPUs (one with native bf16, where 'auto' means bfloat16) computes every run in
+    the dtype its first part chose; an explicit dtype is kept as given."""
+    import ccpo_agents.hardware as hw
+    from benchmarks.suite import BenchConfig, _train_config, load_result_folder, pin_dtype
+
+    for native, want in ((False, "float32"), (True, "bfloat16")):
+        monkeypatch.setattr(hw, "cpu_has_native_bf16", lambda native=native: native)
+        bc = pin_dtype(BenchConfig(preset="study", out_dir=str(tmp_path)))
+        assert bc.extra == {"dtype": want}
+        folder = tmp_path / want
+        folder.mkdir()
+        (folder / "results.json").write_text(json.dumps({"config": dataclasses.asdict(bc), "runs": [],
+                                                         "references": []}))
+        monkeypatch.setattr(hw, "cpu_has_native_bf16", lambda native=native: not native)  # the resuming machine
+        resumed, _, _ = load_result_folder(str(folder))
+        for label, env, seed, algo, kw in resumed.runs():
+            assert _train_config(resumed, env, seed, algo, kw, tmp_path, label).dtype == want
+    assert pin_dtype(BenchConfig(preset="study", extra={"dtype": "float16"})).extra == {"dtype": "float16"}
+
+
 @pytest.mark.slow
 def test_bench_budget_stops_between_runs_and_resume_keeps_going(tiny_model, vllm_engine, tmp_path, capsys):
     """--budget-minutes 0: nothing starts (references run seed by seed, just before their runs), the folder is
@@ -518,6 +542,7 @@ def test_bench_budget_stops_between_runs_and_resume_keeps_going(tiny_model, vllm
     out = run_suite(bc, policy=vllm_engine)
     res = json.loads((out / "results.json").read_text())
     assert res["references"] == [] and res["runs"] == []
+    assert res["config"]["extra"]["dtype"] == resolve_dtype("auto", "cpu")  # pinned: a resume elsewhere keeps it
     assert f"--resume {out}" in capsys.readouterr().out
     assert run_suite(BenchConfig(resume=str(out), seeds=(1,)), policy=vllm_engine) == out
     res = json.loads((out / "results.json").read_text())
