@@ -91,7 +91,8 @@ def train(cfg: TrainConfig, policy: Any | None = None,
     cfg.validate()  # imports cfg.plugins first
     # 'auto' is resolved once, here, and config.json records the result: a run resumed on other hardware (a CPU
     # with native bf16, where 'auto' is bfloat16) keeps the dtype its first steps ran in
-    cfg = dataclasses.replace(cfg, dtype=resolve_dtype(cfg.dtype, resolve_device(cfg.device)))
+    device = resolve_device(cfg.device)
+    cfg = dataclasses.replace(cfg, dtype=resolve_dtype(cfg.dtype, device))
     algo = ALGORITHMS[cfg.algo]
     ctx = DistContext.from_env()
     if cfg.prompts_per_step % ctx.world:
@@ -137,8 +138,7 @@ def train(cfg: TrainConfig, policy: Any | None = None,
     # --- SETUP: models, optimisers
     model_path = resolve_model(cfg.model)
     torch.manual_seed(cfg.seed)
-    device = resolve_device(cfg.device)
-    team = HFTeam(model_path, agents, LoraSpec(cfg.lora_r, cfg.lora_alpha), resolve_dtype(cfg.dtype, device),
+    team = HFTeam(model_path, agents, LoraSpec(cfg.lora_r, cfg.lora_alpha), cfg.dtype,
                   critic=algo.needs_critic, seed=cfg.seed, device=device,
                   full_roles=agents if cfg.finetune == "full" else ())
     owners = agents + ([CRITIC] if algo.needs_critic else [])
