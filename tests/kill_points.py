@@ -4,7 +4,9 @@ Used by tests/test_trainer.py to kill real runs at the moments a crash is hardes
 
 - ``after-metrics``: a metrics row is written, its checkpoint is not;
 - ``checkpoint-write``: every file of the new checkpoint is written into its temporary folder, not yet renamed;
-- ``latest-pointer``: the new checkpoint folder is in place, the ``latest`` pointer still names the previous one.
+- ``latest-pointer``: the new checkpoint folder is in place, the ``latest`` pointer still names the previous one;
+- ``in-step=SECONDS``: SECONDS after the first checkpoint is complete, wherever the next step then is (rollout,
+  update or sync). The clock starts inside the run, so how fast the machine is cannot carry the kill past the end.
 
 The kill is a real SIGKILL of the process group, as a machine losing power or the OOM killer would deliver it;
 nothing is faked except the moment, which a wrapper around the named function picks.
@@ -17,6 +19,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import threading
 
 
 def _die() -> None:
@@ -26,7 +29,18 @@ def _die() -> None:
 def _arm(point: str) -> None:
     from ccpo_algos import checkpoint, trainer
 
-    if point == "after-metrics":  # the trainer calls save_checkpoint right after the step's metrics row
+    if point.startswith("in-step="):
+        delay = float(point.split("=", 1)[1])
+        real_save = trainer.save_checkpoint
+
+        def save_then_arm(*a, **k):
+            out = real_save(*a, **k)
+            if not getattr(save_then_arm, "armed", False):
+                save_then_arm.armed = True
+                threading.Timer(delay, _die).start()
+            return out
+        trainer.save_checkpoint = save_then_arm
+    elif point == "after-metrics":  # the trainer calls save_checkpoint right after the step's metrics row
         trainer.save_checkpoint = lambda *a, **k: _die()
     elif point == "checkpoint-write":
         real = checkpoint._fsync_tree

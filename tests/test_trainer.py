@@ -27,6 +27,7 @@ from ccpo_algos.config import preset
 from ccpo_algos.credit import CreditConfig
 from ccpo_algos.rollout import collect, team_layout
 from ccpo_algos.evaluation import evaluate_run
+from ccpo_algos.metrics import step_seconds
 from ccpo_algos.runlog import read_metrics
 from ccpo_algos.trainer import batch_indices, roles_to_train, train
 from ccpo_algos.update import mini_batches
@@ -339,15 +340,11 @@ def test_killed_run_resumes_exactly(tiny_model, tmp_path):
               "--lr", "0.01", "--max-tokens", "12", "--no-progress", "--out-dir", str(tmp_path)]
     full = _cli_train(common + ["--name", "full"], env)
     assert full.wait(timeout=600) == 0
-    victim = _cli_train(common + ["--name", "killed"], env)
     run = tmp_path / "killed"
-    deadline = time.monotonic() + 600
-    while not (run / "checkpoints" / "step_000001").exists():
-        assert victim.poll() is None and time.monotonic() < deadline, "run ended before it could be killed"
-        time.sleep(0.2)
-    time.sleep(random.uniform(0.0, 1.0))  # somewhere in step 2 (rollout, update or sync)
-    os.killpg(victim.pid, signal.SIGKILL)
-    victim.wait()
+    # somewhere in step 2 (rollout, update or sync): a random moment within the time step 2 took in the full run,
+    # timed from inside the run (polling for checkpoint 1 from here let a fast machine finish all six steps first)
+    step2 = step_seconds(read_metrics(tmp_path / "full")[1])
+    _killed_at(f"in-step={random.uniform(0.0, step2):.3f}", ["--preset", "smoke"] + common + ["--name", "killed"], env)
     k = _checkpoint_invariants(run)
     assert 1 <= k < 6, "the run should have been killed before its end"
     resume = ["--resume", str(run)]
