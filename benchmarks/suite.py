@@ -49,9 +49,11 @@ BENCH_PRESETS: dict[str, dict[str, Any]] = {
     "long": dict(algos=("ccpo", "grpo", "mappo"), envs=("dyad_v0", "vote_v0"), seeds=(0, 1, 2),
                  train=dict(task="arith_easy", steps=100, prompts_per_step=8, group_size=4, eval_size=128,
                             eval_every=10)),
-    # CCPO vs shared GRPO sized to detect a 5-point difference (benchmarks/stats.py minimal_detectable_difference):
-    # with a seed-to-seed sd of ~0.05 (measured: 2-7 points) training noise dominates, and the normal approximation
-    # needs ~16 seeds per method and topology whatever the item count; 128 held-out items keep the item term small.
+    # CCPO vs shared GRPO, sized to detect a 5-point difference (benchmarks/stats.py minimal_detectable_difference)
+    # with the seed-to-seed sd of 0.05 assumed from earlier runs: training noise dominates, and the normal
+    # approximation needs ~16 seeds per method and topology whatever the item count; 128 held-out items keep the
+    # item term small. The finished study measured a larger seed sd (0.10 dyad, 0.07 vote): with 16 seeds it detects
+    # 10 and 7 points, and 5 points would need ~70 and ~33 seeds (benchmarks/measured/2026-11-30-study/).
     # 64 runs of 5-12 min on a 2-core AVX2 CPU (measured 2026-12-01, benchmarks/measured/2026-11-30-study/, parts
     # 5-7; 13-17 min in its first parts): ~10 hours. Runs seed by seed; `--budget-minutes M` and
     # `ccpo bench --resume FOLDER` run it in parts;
@@ -96,7 +98,8 @@ class BenchConfig:
 
     preset: str = "default"
     """Suite preset: default (CPU, ~50 min on 2 cores, 128 held-out items), full (3 seeds), long, study (CCPO vs GRPO,
-    16 seeds, 128 held-out items: sized to detect 5 points; ~10 h on 2 cores, runs in parts), smoke."""
+    16 seeds, 128 held-out items: sized for 5 points at an assumed seed sd of 0.05, detects 7-10 at the measured
+    one; ~10 h on 2 cores, runs in parts), smoke."""
     out_dir: str = "results"
     """Parent folder; each invocation writes a new ``bench-<time>`` folder in it."""
     model: str = "embedded"
@@ -430,8 +433,10 @@ def _agg(values: list[float], signed: bool = False) -> str:
     return f"{format(statistics.mean(values), f)} ± {statistics.stdev(values):.3f}"
 
 
-def _fmt(v: float | None) -> str:
-    return "" if v is None else f"{v:.3f}"
+def _agg_ref(values: list[float]) -> str:
+    """The untrained team over seeds: one number when every seed scored the same (same items, deterministic team:
+    the usual case, since held-out items do not depend on the seed), else mean ± std as for a method."""
+    return "" if not values else f"{values[0]:.3f}" if len(set(values)) == 1 else _agg(values)
 
 
 def _per_item(items: list[dict[str, Any]] | None) -> str:
@@ -451,12 +456,18 @@ def table(results: dict[str, Any]) -> str:
     lines = ["| env | method | seeds | held-out accuracy (greedy) | vs untrained | held-out accuracy (sampled) | "
              "reasoner alone | contribution rate | training tokens | held-out tokens/item | accuracy per 1k tokens | "
              "wall s |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    untrained: dict[tuple[str, int], dict[str, float]] = {}
+    untrained = {(ref["env"], ref["seed"]): ref["metrics"] for ref in results["references"]}
+    by_env: dict[str, list[dict[str, Any]]] = {}
     for ref in results["references"]:
-        m = ref["metrics"]
-        untrained[(ref["env"], ref["seed"])] = m
-        lines.append(f"| {ref['env']} | untrained team | {ref['seed']} | {m[greedy]:.3f} | | {_fmt(m.get(sampled))} | "
-                     f"{_fmt(m.get(alone_key))} | | | {_per_item(ref.get('items'))} | {ref['seconds']:.0f} |")
+        by_env.setdefault(ref["env"], []).append(ref)
+    for env, refs in by_env.items():  # one row per topology, like the methods' rows (not one per seed)
+        ms = [ref["metrics"] for ref in refs]
+        timed = [ref["seconds"] for ref in refs if ref["seconds"] > 0]  # 0: copied from a seed with the same items
+        lines.append(f"| {env} | untrained team | {len(refs)} | {_agg_ref([m[greedy] for m in ms])} | | "
+                     f"{_agg_ref([m[sampled] for m in ms if sampled in m])} | "
+                     f"{_agg_ref([m[alone_key] for m in ms if alone_key in m])} | | | "
+                     f"{_per_item([x for ref in refs for x in ref.get('items') or []])} | "
+                     f"{sum(timed) / len(timed) if timed else 0:.0f} |")
     groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for r in results["runs"]:
         groups.setdefault((r["env"], r["label"]), []).append(r)

@@ -243,3 +243,27 @@ def test_phases_sum_each_runs_logged_seconds_and_leave_the_rest_as_other(tmp_pat
     with pytest.raises(SystemExit) as e:
         phases([str(tmp_path / "missing")])
     assert e.value.code == 2
+
+
+def test_table_gives_the_untrained_team_one_row_per_topology_over_seeds():
+    """A 16-seed study has 16 references per topology (the same items, copied to each seed): the table shows one
+    row per topology with the seed count, one number when every seed scored the same and mean ± std when not, and
+    each method's "vs untrained" against the reference of its own seed."""
+    from benchmarks.suite import table
+
+    def ref(env, seed, acc, secs):
+        return {"label": "untrained team", "env": env, "seed": seed, "seconds": secs,
+                "metrics": {"eval/charts/accuracy_joint": acc},
+                "items": [{"task_id": "t0", "reward": acc, "tokens": 10}]}
+
+    refs = [ref("vote_v0", s, 0.25, 30.0 if s == 0 else 0.0) for s in range(3)]
+    refs += [ref("dyad_v0", s, a, 20.0) for s, a in ((0, 0.5), (1, 0.0))]
+    final = {"eval/charts/accuracy_joint": 0.75, "tokens": 5, "seconds": 1.0}
+    run = {"label": "ccpo", "env": "dyad_v0", "seed": 1, "run_dir": "gone", "rows": [], "final": final, "items": []}
+    rows = {ln.split("|")[1].strip() + "/" + ln.split("|")[2].strip(): [c.strip() for c in ln.split("|")[1:-1]]
+            for ln in table({"runs": [run], "references": refs}).splitlines() if ln.startswith("| ")}
+    assert sum(k.endswith("/untrained team") for k in rows) == 2
+    vote, dyad = rows["vote_v0/untrained team"], rows["dyad_v0/untrained team"]
+    assert vote[2] == "3" and vote[3] == "0.250" and vote[-1] == "30"  # copies (0 s) do not lower the wall time
+    assert dyad[2] == "2" and dyad[3] == "0.250 ± 0.354"
+    assert rows["dyad_v0/ccpo"][4] == "+0.750"  # against seed 1's reference (0.0), not the mean over seeds
