@@ -127,6 +127,10 @@ class BenchConfig:
     """Finish an interrupted bench: this result folder's own configuration is used; finished runs and references
     are kept, a half-done run continues from its last checkpoint. With it, ``--envs``/``--seeds`` only pick which of
     the missing runs this invocation does (e.g. one topology's seeds first); other flags are ignored."""
+    more_seeds: tuple[int, ...] = ()
+    """With ``--resume``: add these seeds to that bench's plan, e.g. a finished 16-seed study extended to the seed
+    count its power line asks for. Same configuration and held-out items, so the new seeds pair with the old ones
+    item by item in one table; the folder records the longer plan."""
     budget_minutes: float | None = None
     """Start no new run after this many minutes of this invocation (the run in progress finishes): a long study runs
     in parts, each resumed with ``--resume FOLDER --budget-minutes M``."""
@@ -143,6 +147,9 @@ class BenchConfig:
         unknown = [b for b in self.baselines if b not in BASELINES]
         if unknown:
             raise ValueError(f"unknown baseline(s) {unknown}; choose from {list(BASELINES)}")
+        if self.more_seeds and not self.resume:
+            raise ValueError("--more-seeds extends an earlier bench: use it with --resume FOLDER (a new bench "
+                             "takes --seeds)")
         p = BENCH_PRESETS[self.preset]
         out = []  # seed-major: a study stopped part-way holds whole seeds, every topology and method in each
         for seed in self.seeds or p["seeds"]:
@@ -259,16 +266,21 @@ def load_result_folder(folder: str) -> tuple[BenchConfig, Path, dict[str, Any]]:
         results = json.loads((out / "results.json").read_text())
         fields = {f.name for f in dataclasses.fields(BenchConfig)}
         bc = BenchConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in results["config"].items()
-                            if k in fields and k not in ("resume", "verbose", "budget_minutes")})
+                            if k in fields and k not in ("resume", "verbose", "budget_minutes", "more_seeds")})
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise ValueError(f"--resume {folder}: not a bench result folder with a readable results.json ({e})") from None
     return bc, out, results
 
 
 def resume_folder(bc: BenchConfig) -> tuple[BenchConfig, Path, dict[str, Any]]:
-    """:func:`load_result_folder` of ``bc.resume``, with ``bc.envs``/``bc.seeds`` (this invocation's picks) checked
-    against that bench's plan."""
+    """:func:`load_result_folder` of ``bc.resume``, its plan extended by ``bc.more_seeds``, with ``bc.envs``/
+    ``bc.seeds`` (this invocation's picks) checked against that plan."""
     folder_bc, out, results = load_result_folder(bc.resume)
+    if bc.more_seeds:  # recorded in results.json with the next save, after validation and a finished reference/run
+        known = list(dict.fromkeys(p[2] for p in folder_bc.runs()))
+        folder_bc = dataclasses.replace(folder_bc, seeds=tuple(known + [s for s in dict.fromkeys(bc.more_seeds)
+                                                                         if s not in known]))
+        results["config"]["seeds"] = list(folder_bc.seeds)
     plan = folder_bc.runs()
     for name, picked, planned in (("--envs", bc.envs, {p[1] for p in plan}),
                                   ("--seeds", bc.seeds, {p[2] for p in plan})):

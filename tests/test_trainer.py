@@ -526,6 +526,26 @@ def test_bench_pins_its_dtype_so_a_resume_on_other_hardware_keeps_it(monkeypatch
     assert pin_dtype(BenchConfig(preset="study", extra={"dtype": "float16"})).extra == {"dtype": "float16"}
 
 
+def test_more_seeds_extends_a_resumed_bench_plan_and_is_checked_before_anything_is_written(tmp_path):
+    """--more-seeds (with --resume) appends seeds to the folder's plan, once each and in order; --seeds may then
+    pick them; results.json is not touched by the check; without --resume it is a user error."""
+    from benchmarks.suite import BenchConfig, resume_folder
+
+    folder = tmp_path / "bench"
+    folder.mkdir()
+    saved = json.dumps({"config": dataclasses.asdict(BenchConfig(preset="smoke", seeds=(0, 1))), "runs": [],
+                        "references": [], "wall_seconds": 1.0})
+    (folder / "results.json").write_text(saved)
+    bc, _, results = resume_folder(BenchConfig(resume=str(folder), more_seeds=(3, 1, 2, 3), seeds=(3,)))
+    assert bc.seeds == (0, 1, 3, 2) and results["config"]["seeds"] == [0, 1, 3, 2]
+    assert [p[2] for p in bc.runs()] == [s for s in (0, 1, 3, 2) for _ in range(4)]  # smoke: 2 algos x 2 envs
+    assert (folder / "results.json").read_text() == saved
+    with pytest.raises(ValueError, match=r"--seeds \[4\] not in that bench"):
+        resume_folder(BenchConfig(resume=str(folder), more_seeds=(3,), seeds=(4,)))
+    with pytest.raises(ValueError, match="use it with --resume"):
+        BenchConfig(preset="smoke", more_seeds=(3,)).runs()
+
+
 @pytest.mark.slow
 def test_bench_budget_stops_between_runs_and_resume_keeps_going(tiny_model, vllm_engine, tmp_path, capsys):
     """--budget-minutes 0: nothing starts (references run seed by seed, just before their runs), the folder is
@@ -549,6 +569,12 @@ def test_bench_budget_stops_between_runs_and_resume_keeps_going(tiny_model, vllm
     assert run_suite(BenchConfig(resume=str(out)), policy=vllm_engine) == out
     res = json.loads((out / "results.json").read_text())
     assert sorted(r["seed"] for r in res["references"]) == [0, 1] and sorted(r["seed"] for r in res["runs"]) == [0, 1]
+    # a finished bench extended by a seed: only the new seed runs, and the table pairs all three
+    assert run_suite(BenchConfig(resume=str(out), more_seeds=(2, 1)), policy=vllm_engine) == out
+    res = json.loads((out / "results.json").read_text())
+    assert res["config"]["seeds"] == [0, 1, 2] and sorted(r["seed"] for r in res["runs"]) == [0, 1, 2]
+    assert sorted(r["seed"] for r in res["references"]) == [0, 1, 2]
+    assert "| vote_v0 | grpo | 3 |" in (out / "table.md").read_text()
 
 
 @pytest.mark.slow
