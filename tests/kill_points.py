@@ -34,10 +34,9 @@ def _arm(point: str) -> None:
         real_save = trainer.save_checkpoint
 
         def save_then_arm(*a, **k):
+            trainer.save_checkpoint = real_save  # only the first checkpoint arms the timer
             out = real_save(*a, **k)
-            if not getattr(save_then_arm, "armed", False):
-                save_then_arm.armed = True
-                threading.Timer(delay, _die).start()
+            threading.Timer(delay, _die).start()
             return out
         trainer.save_checkpoint = save_then_arm
     elif point == "after-metrics":  # the trainer calls save_checkpoint right after the step's metrics row
