@@ -3,6 +3,12 @@ other Python warnings once each (third-party deprecations not at all).
 
 ``ccpo bench`` / ``ccpo train`` call :func:`quiet_logs` unless ``--verbose`` is given. Values the user already set
 in the environment win. Call it before vLLM is imported (its logger reads the environment at import).
+
+vLLM's engine runs in processes it *spawns*: they inherit the environment, not this process's logging set-up, and
+they import vLLM modules that warn before vLLM configures its loggers there (on CPU: "Triton is installed, but
+doesn't include CPU backend", twice). A spawned process imports the parent's main module first (the ``ccpo``
+script imports ``ccpo_algos.cli``, which imports this module), so importing this module applies the quiet setting in
+such a process too (:func:`quiet_spawned_process`).
 """
 
 from __future__ import annotations
@@ -21,6 +27,8 @@ def quiet_logs(verbose: bool = False) -> None:
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    # PyTorch's C++ warnings in the engine's processes (on CPU: "NUMA binding: Using MEMBIND policy ..."): notes
+    os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "ERROR")
     # third-party deprecations in the engine's spawned processes too (they inherit the environment, not filters)
     os.environ.setdefault("PYTHONWARNINGS", "ignore::DeprecationWarning,ignore::FutureWarning")
     warnings.filterwarnings("once")
@@ -38,3 +46,13 @@ def quiet_logs(verbose: bool = False) -> None:
         hf_logging.disable_progress_bar()
     except ImportError:
         pass
+
+
+def quiet_spawned_process() -> None:
+    """In a process started with ``CCPO_QUIET=1`` (a vLLM engine process of a quiet run): vLLM's warnings off before
+    any vLLM module is imported; its errors still show."""
+    if os.environ.get("CCPO_QUIET") == "1":
+        logging.getLogger("vllm").setLevel(logging.ERROR)
+
+
+quiet_spawned_process()

