@@ -52,6 +52,8 @@ def main(argv: list[str] | None = None) -> str:
     p.add_argument("--repeats", type=int, default=2, help="alternating repeats of both settings")
     p.add_argument("--out", default=None, help="also write the markdown table here")
     args = p.parse_args(argv)
+    if args.repeats < 1 or args.max_tokens < 1:
+        p.error("--repeats and --max-tokens must be >= 1")
 
     import torch
     from vllm import SamplingParams, TokensPrompt
