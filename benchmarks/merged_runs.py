@@ -66,8 +66,8 @@ def main(argv: list[str] | None = None) -> str:
     from ccpo_agents.vllm_backend import VLLMPolicy
 
     model = resolve_model(args.model)
-    slots = [(r, a) for r, (n_adapters, _) in enumerate(args.runs) for a in range(n_adapters)]
-    names = [f"voter_{k}" for k in range(len(slots))]  # one adapter slot each (role names only pick the prompt)
+    first = [sum(a for a, _ in args.runs[:r]) for r in range(len(args.runs))]  # run r's adapters: first[r], ...
+    names = [f"voter_{k}" for k in range(sum(a for a, _ in args.runs))]  # one per adapter (names pick the prompt)
     pol = VLLMPolicy(model, names, max_model_len=1024, max_lora_rank=16, dtype="float32")
     team = HFTeam(model, names, LoraSpec(r=16, alpha=32), dtype="float32")
     loras = []
@@ -81,13 +81,9 @@ def main(argv: list[str] | None = None) -> str:
         del team
         src = ccpo_envs.make_source("arith_easy", "train", size=max(rows for _, rows in args.runs))
         # run r's rows: its adapters in turn, 4 samples per question, each with its own seed
-        per_run: list[list[tuple[list[int], LoRARequest, int]]] = []
-        k = 0
-        for r, (n_adapters, rows) in enumerate(args.runs):
-            mine = [k + a for a in range(n_adapters)]
-            k += n_adapters
-            per_run.append([(pol.formatter.prompt_ids(names[mine[i % n_adapters]], src[i // 4].question),
-                             loras[mine[i % n_adapters]], 1000 * r + i) for i in range(rows)])
+        per_run: list[list[tuple[list[int], LoRARequest, int]]] = [
+            [(pol.formatter.prompt_ids(names[first[r] + i % a], src[i // 4].question), loras[first[r] + i % a],
+              1000 * r + i) for i in range(rows)] for r, (a, rows) in enumerate(args.runs)]
 
         def call(items: list[tuple[list[int], LoRARequest, int]]) -> tuple[float, list[object]]:
             params = [SamplingParams(temperature=args.temperature, max_tokens=args.max_tokens,
@@ -128,7 +124,7 @@ def main(argv: list[str] | None = None) -> str:
     s, m = statistics.median(sep_t), statistics.median(mer_t)
     layout = " + ".join(f"{a}x{r}" for a, r in args.runs)
     lines = [f"# {len(args.runs)} runs' rollout calls: one per run vs one merged call, on {cpu_description()}", "",
-             f"{os.path.basename(model)}, float32, {len(slots)} rank-16 LoRA adapters (adapters x rows per run: "
+             f"{os.path.basename(model)}, float32, {len(names)} rank-16 LoRA adapters (adapters x rows per run: "
              f"{layout} = {n_rows} rows), temperature {args.temperature}, every row {args.max_tokens} tokens "
              f"({tokens} in all), per-request seeds, prefix cache emptied before each call; settings alternating, "
              f"{args.repeats} repeats, median.", "",
