@@ -113,7 +113,7 @@ def _check_bad_action_types_parallel(par_fn: Callable[[], ParallelEnv], seed: in
 
 def check_text_contract(env_fn: Callable[[], Any], seed: int = 0) -> None:
     """Text-specific checks: garbage actions are accepted and score in [0, 1]; non-str actions raise TypeError and
-    change nothing; answering the gold answer earns reward 1; finished episodes carry the documented infos."""
+    change nothing; every agent answering its gold answer earns reward 1; finished episodes carry the documented infos."""
     aec_fn = _as_aec(env_fn)
     for name, garbage in _garbage_actions(seed).items():
         env = aec_fn()
@@ -126,12 +126,12 @@ def check_text_contract(env_fn: Callable[[], Any], seed: int = 0) -> None:
     if isinstance(env_fn(), ParallelEnv):
         _check_bad_action_types_parallel(env_fn, seed)
 
-    gold = {}
+    gold: dict[str, str] = {}
 
-    def oracle(agent: str, e: Any) -> str:
-        if not gold:
-            gold["answer"] = e.unwrapped.task.answer
-        return f"The answer is \\boxed{{{gold['answer']}}}."
+    def oracle(agent: str, e: Any) -> str:  # each agent answers its own gold (Task.gold_of: the task's answer
+        if agent not in gold:               # unless the task gives each agent its own)
+            gold[agent] = e.unwrapped.task.gold_of(agent)
+        return f"The answer is \\boxed{{{gold[agent]}}}."
 
     info = _play(aec_fn(), oracle, seed)
     assert info["reward_joint"] == 1.0, f"every agent answering the gold answer must earn 1, got {info['reward_joint']}"

@@ -232,9 +232,11 @@ class _TeamBase:
         return [PlannedTurn(i, t.agent, t.removed, t.stage, i in ep.skipped) for i, t in enumerate(ep.turns)]
 
     def stage_texts(self) -> list[str]:
-        """The joint transcript before each topology stage: the first joint turn's observation text of each."""
+        """The joint transcript before each topology stage (a centralised critic's input): the distinct observation
+        texts of that stage's joint turns, one per line (one text where the stage's agents all see the same)."""
         ep = self.episode
-        return [self.turn_text(next(i for i, t in enumerate(ep.turns) if t.removed is None and t.stage == s))
+        return ["\n".join(dict.fromkeys(self.turn_text(i) for i, t in enumerate(ep.turns)
+                                         if t.removed is None and t.stage == s))
                 for s in range(len(ep.topo.stages))]
 
     def _running_info(self, agent: str) -> dict[str, Any]:

@@ -5,11 +5,13 @@ Pure Python over text; the PettingZoo classes in :mod:`ccpo_envs.env` only adapt
 
 from __future__ import annotations
 
+import dataclasses
 
 from ccpo_envs.aggregate import Outcome
 from ccpo_envs.outcome import EpisodeOutcome
 from ccpo_envs.task import Task
 from ccpo_envs.topology import Topology, Turn, downstream, downstream_slots, turn_plan
+from ccpo_envs.truth import from_coalitions
 from ccpo_envs.verify import Verifier, safe_equivalent, safe_extract, safe_score_answer
 
 #: How a truncated turn (a message cut at the generation limit) counts. ``episode`` (default; the reference code's
@@ -144,7 +146,7 @@ class Episode:
         """Observation text for ``turn``: the question plus the messages the agent sees in that world."""
         visible = {b: self.messages[k][: self.max_message_chars]
                    for b, k in self._seen_keys(turn).items() if k in self.messages}
-        return self.topo.render(self.task.question, visible, self.topo.labels)
+        return self.topo.render(self.task.view_of(turn.agent), visible, self.topo.labels)
 
     # ---------------------------------------------------------------------------------------------- outcome
     def _correct(self, answer: str) -> float:
@@ -178,17 +180,27 @@ class Episode:
 
     def coalition_rewards(self, answers: dict[str, str | None]) -> list[float]:
         """``v(S)`` for every coalition ``S`` of the topology's agents, indexed by bitmask (bit ``j``: agent ``j`` of
-        ``topo.agents`` is in ``S``; ``v(∅) = 0``), from the joint episode's answers. Only for independent topologies
-        (no agent reads another). Under the ``episode`` rule a coalition with a truncated member scores 0."""
+        ``topo.agents`` is in ``S``; ``v(∅)`` is the aggregator's outcome with nobody present: 0 for a vote, chance for
+        the credit gym's tasks), from the joint episode's answers. Only for independent topologies (no agent reads
+        another). Under the ``episode`` rule a coalition with a truncated member scores 0."""
         agents = self.topo.agents
         out = [0.0] * (1 << len(agents))
-        for mask in range(1, len(out)):
+        for mask in range(len(out)):
             members = [a for j, a in enumerate(agents) if mask >> j & 1]
             if self.truncation == "episode" and any((None, a, s) in self.truncated for a, s in self.topo.slots
                                                     if a in members):
                 continue
             out[mask] = self.topo.aggregator({a: answers[a] for a in members}, self._correct, self._same).reward
         return out
+
+    def _agent_correct(self, agent: str, answer: str | None) -> bool:
+        """Whether ``agent``'s own answer is right: against its own gold where the task gives one (``gold_of``)."""
+        if answer is None:
+            return False
+        gold = self.task.gold_of(agent)
+        if gold == self.task.answer:
+            return self._correct(answer) >= 1.0
+        return safe_score_answer(self.verifier, answer, dataclasses.replace(self.task, answer=gold)) >= 1.0
 
     def outcome(self) -> EpisodeOutcome:
         """Everything the algorithms need (:class:`~ccpo_envs.outcome.EpisodeOutcome`; its ``to_info()`` holds the
@@ -197,6 +209,13 @@ class Episode:
         answers = self._answers(None)
         joint = self._aggregate(None, answers)
         downs = {k: downstream(self.topo, k) for k in self.topo.removable}
+        coalitions = (self.coalition_rewards(answers)
+                      if self.topo.independent and len(self.topo.agents) <= MAX_COALITION_AGENTS else None)
+        truth = None
+        if self.topo.truth is not None:
+            truth = self.topo.truth(self.task, answers, joint.reward)
+        elif coalitions is not None:
+            truth = from_coalitions(self.topo.agents, coalitions)
         removed_reward, removed_answer, removed_answers = {}, {}, {}
         for k in self.topo.removable:
             ans_k = self._answers(k)
@@ -211,7 +230,7 @@ class Episode:
             "reward_removed": removed_reward,
             "team_answer_removed": removed_answer,
             "answers": answers,
-            "correct": {a: (x is not None and self._correct(x) >= 1.0) for a, x in answers.items()},
+            "correct": {a: self._agent_correct(a, x) for a, x in answers.items()},
             "answers_removed": removed_answers,
             "tie": joint.tie,
             "votes": joint.votes,
@@ -228,6 +247,6 @@ class Episode:
                                   for k, down in downs.items()},
             "skipped": [a for a in self.topo.agents if any(
                 i in self.skipped for i, t in enumerate(self.turns) if t.agent == a and t.removed is None)],
-            **({"reward_coalitions": self.coalition_rewards(answers)}
-               if self.topo.independent and len(self.topo.agents) <= MAX_COALITION_AGENTS else {}),
+            **({"reward_coalitions": coalitions} if coalitions is not None else {}),
+            **({"contribution": truth} if truth is not None else {}),
         })

@@ -12,6 +12,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from ccpo_envs.truth import Contribution
+
 
 @dataclass(frozen=True)
 class EpisodeOutcome:
@@ -33,6 +35,8 @@ class EpisodeOutcome:
         truncation: the env's truncation rule; truncated / truncated_removed: cut messages (joint / re-runs).
         skipped: agents with a joint turn the env did not play (its world had ended).
         reward_coalitions: ``v(S)`` of every coalition by bitmask (independent teams only), else ``None``.
+        contribution: each agent's true contribution (:class:`~ccpo_envs.truth.Contribution`) where the topology
+            knows it (independent teams by enumeration, tasks that define their removed worlds analytically).
     """
 
     task_id: str
@@ -56,19 +60,23 @@ class EpisodeOutcome:
     truncated_removed: dict[str, dict[str, bool]]
     skipped: list[str] = field(default_factory=list)
     reward_coalitions: list[float] | None = None
+    contribution: Contribution | None = None
 
     def to_info(self) -> dict[str, Any]:
-        """The PettingZoo ``infos`` dict (``reward_coalitions`` only where recorded)."""
+        """The PettingZoo ``infos`` dict (``reward_coalitions`` and ``contribution`` only where recorded)."""
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        if d["reward_coalitions"] is None:
-            del d["reward_coalitions"]
+        for k in ("reward_coalitions", "contribution"):
+            if d[k] is None:
+                del d[k]
+        if "contribution" in d:
+            d["contribution"] = d["contribution"].to_info()
         return d
 
     @classmethod
     def from_info(cls, info: dict[str, Any]) -> EpisodeOutcome:
         """Read a final ``infos`` dict back; ``ValueError`` naming what is missing or not a number."""
         names = {f.name for f in dataclasses.fields(cls)}
-        optional = {"skipped", "reward_coalitions"}
+        optional = {"skipped", "reward_coalitions", "contribution"}
         missing = sorted(n for n in names - optional if n not in info)
         if missing:
             raise ValueError(f"the env's final infos lack {missing}: a team env reports EpisodeOutcome.to_info() "
@@ -78,4 +86,7 @@ class EpisodeOutcome:
                                  (int, float))]
         if bad:
             raise ValueError(f"the env's final infos hold non-numeric rewards {bad}")
-        return cls(**{k: v for k, v in info.items() if k in names})
+        kw = {k: v for k, v in info.items() if k in names}
+        if kw.get("contribution") is not None:
+            kw["contribution"] = Contribution.from_info(kw["contribution"])
+        return cls(**kw)

@@ -11,6 +11,7 @@ from pettingzoo.utils import wrappers
 from pettingzoo.utils.conversions import parallel_to_aec, turn_based_aec_to_parallel
 
 from ccpo_envs.env import TeamAECEnv, TeamParallelEnv, TextActionWrapper
+from ccpo_envs.gym.envs import GYM_ENVS
 from ccpo_envs.sources import ListSource, TaskSource, make_source
 from ccpo_envs.topology import Topology, chain, debate, dyad, vote
 
@@ -131,6 +132,8 @@ ENVS: dict[str, _EnvModule] = {
     "vote_v0": _EnvModule("vote_v0", "parallel", vote_parallel_env, ("n", "tie_rule")),
     "debate_v0": _EnvModule("debate_v0", "parallel", debate_parallel_env, ("n", "tie_rule")),
     "chain_v0": _EnvModule("chain_v0", "aec", chain_raw_env),
+    # the credit gym (ccpo_envs.gym): tasks whose true contributions are known
+    **{name: _EnvModule(name, native, build, settings) for name, (native, build, settings) in GYM_ENVS.items()},
 }
 
 

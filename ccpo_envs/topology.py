@@ -19,6 +19,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from ccpo_envs.aggregate import Aggregator, answer_of, plurality
 from ccpo_envs.prompts import DEBATER_PROMPT
@@ -70,6 +71,9 @@ class Topology:
         render: ``(question, visible messages, labels) -> observation text``.
         prompts: system prompt per agent id or role kind (``debater`` for ``debater_0``); an agent with none gets
             the answering prompt (box the final answer). See :func:`ccpo_envs.prompts.team_role_prompts`.
+        truth: ``(task, answers, reward_joint) -> Contribution``: each agent's true contribution where the task
+            defines its removed worlds analytically (:mod:`ccpo_envs.truth`). An independent team needs none: its
+            truth is exact by enumeration of the coalitions.
     """
 
     name: str
@@ -79,7 +83,8 @@ class Topology:
     removable: tuple[str, ...]
     labels: Mapping[str, str] = field(default_factory=dict)
     render: Callable[[str, Mapping[str, str], Mapping[str, str]], str] = default_render
-    prompts: Mapping[str, str] = field(default_factory=dict)
+    prompts: Mapping[str, str | None] = field(default_factory=dict)
+    truth: Callable[..., Any] | None = None
 
     def __post_init__(self) -> None:
         if not self.stages or any(not st or len(set(st)) != len(st) for st in self.stages):
