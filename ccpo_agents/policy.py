@@ -71,7 +71,9 @@ class Request:
     ``seed`` (optional) fixes this request's sampling, so rollouts do not depend on the engine's history (exact
     resume); backends without per-request seeds ignore it. ``removed`` names the removed agent when this is a
     counterfactual re-run (it selects a ``<kind>/removed`` system prompt where one is defined). ``question`` is the
-    bare task question (scripted policies read it; model backends use only ``text``).
+    bare task question (scripted policies read it; model backends use only ``text``). ``run`` says which run of a
+    batch of runs asks (a many-runs backend serves each run its own adapters; 0 for a single run, which every other
+    backend ignores).
     """
 
     role: str
@@ -79,6 +81,7 @@ class Request:
     seed: int | None = None
     removed: str | None = None
     question: str | None = None
+    run: int = 0
 
 
 class Policy(Protocol):

@@ -130,7 +130,7 @@ def supervised_fit(model_dir: str | os.PathLike, examples: Sequence[tuple[Sequen
         opt.zero_grad()
         loss.backward()
         opt.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
     model.eval()
     out = Path(out)
     tmp = _atomic_dir(out)

@@ -14,6 +14,7 @@ turns are skipped, recorded here as empty ``skipped`` completions that train not
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from dataclasses import dataclass, field
 from typing import Any, Sequence
@@ -126,6 +127,15 @@ class RolloutBatch:
                    for c in self.agent_turns(e, a)) + sum(len(c.completion_ids) for cf in self.cf_turns for c in cf)
 
 
+@dataclass
+class RunRollout:
+    """One run's share of a many-runs rollout: its envs (one per episode), this step's tasks and its seed."""
+
+    envs: Sequence[Any]
+    tasks: Sequence[Task]
+    seed: int | None = None
+
+
 def collect(envs: Sequence[Any], tasks: Sequence[Task], group_size: int, policy: Policy, sampling: SamplingConfig,
             seed: int | None = None) -> RolloutBatch:
     """Play ``group_size`` episodes of each task on ``envs`` (AEC envs, at least ``len(tasks)·group_size``), through
@@ -140,63 +150,93 @@ def collect(envs: Sequence[Any], tasks: Sequence[Task], group_size: int, policy:
         sampling: temperature, top_p, max_tokens.
         seed: base of the per-request sampling seeds (``None``: the engine's own RNG).
     """
-    E = len(tasks) * group_size
-    if len(envs) < E:
-        raise ValueError(f"collect needs {E} envs for {len(tasks)} tasks x {group_size}, got {len(envs)}")
-    # the driver protocol of ccpo_envs' team envs (pending_turns, acting_turns, turn_plan, stage_texts)
-    sampling = SamplingConfig(sampling.temperature, sampling.top_p, sampling.max_tokens, 1)
-    raw = [envs[e].unwrapped for e in range(E)]
-    agents = list(raw[0].possible_agents)
-    for e in range(E):
-        envs[e].reset(options={"task": tasks[e // group_size]})
-    pending: list[dict[int, Completion]] = [{} for _ in range(E)]
-    finals: list[dict[str, Any] | None] = [None] * E
+    return collect_runs([RunRollout(envs, tasks, seed)], group_size, policy, sampling)[0]
 
-    def advance(e: int) -> None:
+
+def collect_runs(runs: Sequence[RunRollout], group_size: int, policy: Policy, sampling: SamplingConfig
+                 ) -> list[RolloutBatch]:
+    """:func:`collect` for several runs at once: every turn that is ready in any run's episodes goes into one
+    ``policy.generate`` call (each request names its run, :attr:`~ccpo_agents.policy.Request.run`), so a many-runs
+    backend serves all runs with one forward pass. A run's requests, seeds and episodes are exactly those of the
+    same run collected alone."""
+    sampling = SamplingConfig(sampling.temperature, sampling.top_p, sampling.max_tokens, 1)
+    plays = [_Play(r.envs, r.tasks, group_size, r.seed) for r in runs]
+    while not all(p.finished for p in plays):
+        reqs = [(p, e, i, dataclasses.replace(req, run=k)) for k, p in enumerate(plays) for e, i, req in p.requests()]
+        if not reqs:
+            raise RuntimeError("rollout stalled: no turn is ready; the topology's `sees` is inconsistent")
+        outs = policy.generate([r for *_, r in reqs], sampling)
+        for (p, e, i, _), out in zip(reqs, outs):
+            p.pending[e][i] = out[0]
+        for p in plays:
+            p.advance_all()
+    return [p.batch() for p in plays]
+
+
+class _Play:
+    """One run's episodes in lockstep: the requests that are ready, and stepping each env as far as they allow."""
+
+    def __init__(self, envs: Sequence[Any], tasks: Sequence[Task], group_size: int, seed: int | None):
+        E = len(tasks) * group_size
+        if len(envs) < E:
+            raise ValueError(f"collect needs {E} envs for {len(tasks)} tasks x {group_size}, got {len(envs)}")
+        # the driver protocol of ccpo_envs' team envs (pending_turns, acting_turns, turn_plan, stage_texts)
+        self.envs, self.tasks, self.group_size, self.seed, self.E = envs, tasks, group_size, seed, E
+        self.raw = [envs[e].unwrapped for e in range(E)]
+        self.agents = list(self.raw[0].possible_agents)
+        for e in range(E):
+            envs[e].reset(options={"task": tasks[e // group_size]})
+        self.pending: list[dict[int, Completion]] = [{} for _ in range(E)]
+        self.finals: list[dict[str, Any] | None] = [None] * E
+
+    @property
+    def finished(self) -> bool:
+        return all(f is not None for f in self.finals)
+
+    def requests(self) -> list[tuple[int, int, Request]]:
+        out = []
+        for e in range(self.E):
+            if self.finals[e] is not None:
+                continue
+            for p in self.raw[e].pending_turns(self.pending[e]):
+                s = None if self.seed is None else request_seed(self.seed, e, p.index)
+                out.append((e, p.index, Request(p.agent, p.text, s, p.removed, p.question)))
+        return out
+
+    def advance_all(self) -> None:
+        for e in range(self.E):
+            self.advance(e)
+
+    def advance(self, e: int) -> None:
         """Step env ``e`` as far as the generated turns allow. The env decides who acts (``agent_selection``): an
         AEC-native env selects the current turn's agent; a Parallel-native env seen through ``parallel_to_aec``
         cycles through every agent, and an agent outside the current stage sends ``""`` (ignored)."""
-        env = envs[e]
-        while finals[e] is None:
+        env = self.envs[e]
+        while self.finals[e] is None:
             if env.agents and all(env.terminations[a] or env.truncations[a] for a in env.agents):
-                finals[e] = dict(env.infos[env.agents[0]])
+                self.finals[e] = dict(env.infos[env.agents[0]])
                 while env.agents:  # PettingZoo: dead agents step None until removed
                     env.step(None)
                 return
-            acting = raw[e].acting_turns()
+            acting = self.raw[e].acting_turns()
             agent = env.agent_selection
             if agent not in acting:
                 env.step("")
-            elif acting[agent] in pending[e]:
-                env.step(action_of(pending[e][acting[agent]]))
+            elif acting[agent] in self.pending[e]:
+                env.step(action_of(self.pending[e][acting[agent]]))
             else:
                 return  # its turn is not generated yet
 
-    while any(f is None for f in finals):
-        reqs: list[tuple[int, int, Request]] = []
-        for e in range(E):
-            if finals[e] is not None:
-                continue
-            for p in raw[e].pending_turns(pending[e]):
-                s = None if seed is None else request_seed(seed, e, p.index)
-                reqs.append((e, p.index, Request(p.agent, p.text, s, p.removed, p.question)))
-        if not reqs:
-            raise RuntimeError("rollout stalled: no turn is ready; the topology's `sees` is inconsistent")
-        outs = policy.generate([r for _, _, r in reqs], sampling)
-        for (e, i, _), out in zip(reqs, outs):
-            pending[e][i] = out[0]
-        for e in range(E):
-            advance(e)
-
-    turns, earlier, cf, stage_texts = [], [], [], []
-    for e in range(E):
-        plan = raw[e].turn_plan()
-        joint = {a: [skipped_completion(a) if t.skipped else pending[e][t.index]
-                     for t in plan if t.removed is None and t.agent == a] for a in agents}
-        turns.append({a: c[-1] for a, c in joint.items()})
-        earlier.append({a: c[:-1] for a, c in joint.items()})
-        cf.append([pending[e][t.index] for t in plan if t.removed is not None and not t.skipped])
-        stage_texts.append(raw[e].stage_texts())
-    group_ids = torch.arange(len(tasks)).repeat_interleave(group_size)
-    return RolloutBatch(agents, [tasks[e // group_size] for e in range(E)], group_ids, turns,
-                        [f for f in finals if f is not None], stage_texts, cf, earlier)
+    def batch(self) -> RolloutBatch:
+        turns, earlier, cf, stage_texts = [], [], [], []
+        for e in range(self.E):
+            plan = self.raw[e].turn_plan()
+            joint = {a: [skipped_completion(a) if t.skipped else self.pending[e][t.index]
+                         for t in plan if t.removed is None and t.agent == a] for a in self.agents}
+            turns.append({a: c[-1] for a, c in joint.items()})
+            earlier.append({a: c[:-1] for a, c in joint.items()})
+            cf.append([self.pending[e][t.index] for t in plan if t.removed is not None and not t.skipped])
+            stage_texts.append(self.raw[e].stage_texts())
+        group_ids = torch.arange(len(self.tasks)).repeat_interleave(self.group_size)
+        return RolloutBatch(self.agents, [self.tasks[e // self.group_size] for e in range(self.E)], group_ids, turns,
+                            [f for f in self.finals if f is not None], stage_texts, cf, earlier)
