@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import platform
 import statistics
 import subprocess
 import sys
@@ -98,3 +99,17 @@ def step_time_report(title: str, ccpo_row: str, ccpo_steps: list[float], other: 
         lines += [note, ""]
     lines.append(f"{other} / ccpo step-time ratio: {o / c:.2f} (> 1: ccpo is faster).")
     return "\n".join(lines) + "\n"
+
+
+def cpu_description() -> str:
+    """``lscpu``'s model name and whether the CPU has native bf16 (avx512_bf16 / amx_bf16)."""
+    from ccpo_agents.hardware import cpu_has_native_bf16
+
+    name = platform.processor() or "unknown"
+    try:
+        for line in subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10, check=False).stdout.splitlines():
+            if line.startswith("Model name:"):
+                name = line.split(":", 1)[1].strip()
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return f"{name}, {os.cpu_count()} cores, native bf16: {'yes' if cpu_has_native_bf16() else 'no'}"

@@ -17,7 +17,7 @@ import json
 import statistics
 
 from benchmarks._report import emit, run_child
-from benchmarks.dtype_speed import cpu_description
+from benchmarks._report import cpu_description
 
 _CHILD = r"""
 import json, sys, time

@@ -26,7 +26,7 @@ import subprocess
 import sys
 
 from benchmarks._report import emit
-from benchmarks.dtype_speed import cpu_description
+from benchmarks._report import cpu_description
 
 _CHILD = r"""
 import json, sys, time

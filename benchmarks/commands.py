@@ -56,8 +56,54 @@ def demo(argv: list[str]) -> int:
     return 0
 
 
+#: ``ccpo bench --tier``: ``gym`` (default; the credit gym, tiny models, minutes) or ``llm`` (SmolLM2 on vLLM).
+TIERS = ("gym", "llm")
+
+
+def _tier(argv: list[str]) -> tuple[str | None, list[str]]:
+    """``(tier, the other arguments)``; ``None`` for an unknown tier (reported by the caller)."""
+    if "--tier" not in argv:
+        return "gym", argv
+    i = argv.index("--tier")
+    tier = argv[i + 1] if i + 1 < len(argv) else ""
+    return (tier if tier in TIERS else None), argv[:i] + argv[i + 2:]
+
+
+def gym_bench(argv: list[str]) -> int:
+    """``ccpo bench [--preset default|smoke] [--envs ...] [--algos ...] [--seeds ...]``: the credit gym."""
+    import tyro
+
+    from benchmarks.gym_suite import GYM_PRESETS, GymBenchConfig, run_gym_bench
+
+    cfg = tyro.cli(GymBenchConfig, args=argv, prog="ccpo bench", description=(
+        "The credit gym: team tasks whose true contributions are known (split key, redundant pair, free rider, "
+        "signalling game, noisy vote), tiny warm-started language models, every credit rule x every game x several "
+        "seeds trained together on 2 CPU cores. Writes held-out learning curves with CI bands, each rule's credit "
+        "against the truth, paired differences from shared GRPO, IQM and P(improvement). The SmolLM2 comparison: "
+        f"ccpo bench --tier llm. Presets: {', '.join(GYM_PRESETS)}."))
+    try:
+        cfg.design()
+    except ValueError as e:
+        print(f"ccpo bench: {e}", file=sys.stderr)
+        return 2
+    try:
+        out = run_gym_bench(cfg)
+    except KeyboardInterrupt:
+        return 130
+    print((out / "table.md").read_text())
+    print(f"results: {out}  (table.md, curves.png, credit.png, results.json, marl_eval.json)")
+    return 0
+
+
 def bench(argv: list[str]) -> int:
-    """``ccpo bench [--preset default|full|long] [--ablations no_history no_gate ...]`` or ``ccpo bench report A B``."""
+    """``ccpo bench [--tier gym|llm] ...``: the credit gym (default) or the SmolLM2 comparison (``--tier llm``:
+    ``[--preset default|full|long] [--ablations no_history no_gate ...]`` or ``report A B``)."""
+    tier, argv = _tier(argv)
+    if tier is None:
+        print(f"ccpo bench: --tier takes one of {', '.join(TIERS)}", file=sys.stderr)
+        return 2
+    if tier == "gym" and argv[:1] != ["report"]:
+        return gym_bench(argv)
     if argv[:1] == ["report"]:
         if len(argv) != 3:
             print("usage: ccpo bench report RESULTS_A RESULTS_B", file=sys.stderr)
@@ -74,7 +120,7 @@ def bench(argv: list[str]) -> int:
 
     from benchmarks.suite import BENCH_PRESETS, BenchConfig, run_suite
 
-    bc = tyro.cli(BenchConfig, args=argv, prog="ccpo bench", description=(
+    bc = tyro.cli(BenchConfig, args=argv, prog="ccpo bench --tier llm", description=(
         "Train CCPO, shared-reward GRPO and MAPPO on the dyad and the vote (plus the untrained team and the "
         f"reasoner alone as references) and write a table and plots. Presets: {', '.join(BENCH_PRESETS)}."))
     try:

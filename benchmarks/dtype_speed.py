@@ -12,13 +12,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
-import subprocess
 import time
 
-from benchmarks._report import emit, run_child
+from benchmarks._report import cpu_description, emit, run_child
 
 _VLLM_CHILD = r"""
 import json, sys, time
@@ -34,20 +31,6 @@ out = pol.generate(reqs, sp)
 dt = time.perf_counter() - t0
 print("RESULT " + json.dumps({"tokens": sum(len(c[0].completion_ids) for c in out), "seconds": dt}))
 """
-
-
-def cpu_description() -> str:
-    """``lscpu``'s model name and whether the CPU has native bf16 (avx512_bf16 / amx_bf16)."""
-    from ccpo_agents.hardware import cpu_has_native_bf16
-
-    name = platform.processor() or "unknown"
-    try:
-        for line in subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout.splitlines():
-            if line.startswith("Model name:"):
-                name = line.split(":", 1)[1].strip()
-    except (OSError, subprocess.SubprocessError):
-        pass
-    return f"{name}, {os.cpu_count()} cores, native bf16: {'yes' if cpu_has_native_bf16() else 'no'}"
 
 
 def trainer_seconds(model: str, repeats: int) -> dict[str, list[float]]:

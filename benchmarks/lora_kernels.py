@@ -18,7 +18,7 @@ import statistics
 import tempfile
 
 from benchmarks._report import emit, run_child
-from benchmarks.dtype_speed import cpu_description
+from benchmarks._report import cpu_description
 
 _CHILD = r"""
 import json, sys, time

@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> str:
     from vllm.lora.request import LoRARequest
 
     import ccpo_envs
-    from benchmarks.dtype_speed import cpu_description
+    from benchmarks._report import cpu_description
     from ccpo_agents.hf_backend import HFTeam, LoraSpec
     from ccpo_agents.models import resolve_model
     from ccpo_agents.vllm_backend import VLLMPolicy

@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> str:
     p.add_argument("--out", default=None, help="also write the markdown table here")
     args = p.parse_args(argv)
 
-    from benchmarks.dtype_speed import cpu_description
+    from benchmarks._report import cpu_description
 
     tmp = tempfile.mkdtemp(prefix="ccpo_pause_")
     script = os.path.join(tmp, "child.py")  # a file, not -c: vLLM spawns its processes from the main module

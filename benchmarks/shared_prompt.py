@@ -19,7 +19,7 @@ import statistics
 import time
 
 from benchmarks._report import emit
-from benchmarks.dtype_speed import cpu_description
+from benchmarks._report import cpu_description
 from ccpo_agents.prefix_plan import BUCKET_OVERHEAD
 
 

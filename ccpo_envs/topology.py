@@ -16,6 +16,7 @@ and any topology you define, e.g. a three-agent chain (see ``tests/test_topology
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -102,19 +103,25 @@ class Topology:
         if bad:
             raise ValueError(f"{self.name}: removable names unknown agents {bad}")
 
-    @property
+    # the layout is read for every turn of every episode: computed once per topology (cached_property writes the
+    # instance's __dict__, which a frozen dataclass allows; the fields it derives from never change)
+    @functools.cached_property
     def agents(self) -> tuple[str, ...]:
         """Each agent once, in order of first appearance."""
         return tuple(dict.fromkeys(a for st in self.stages for a in st))
 
-    @property
+    @functools.cached_property
     def slots(self) -> tuple[tuple[str, int], ...]:
         """Every ``(agent, stage)`` that writes a message, in speaking order."""
         return tuple((a, s) for s, st in enumerate(self.stages) for a in st)
 
+    @functools.cached_property
+    def _stages(self) -> dict[str, tuple[int, ...]]:
+        return {a: tuple(s for s, st in enumerate(self.stages) if a in st) for a in self.agents}
+
     def stages_of(self, agent: str) -> tuple[int, ...]:
         """The stages in which ``agent`` speaks."""
-        return tuple(s for s, st in enumerate(self.stages) if agent in st)
+        return self._stages.get(agent, ())
 
     def read_slot(self, agent: str, before: int) -> int | None:
         """The stage of ``agent``'s latest message before stage ``before`` (what a reader at ``before`` sees)."""

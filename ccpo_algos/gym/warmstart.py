@@ -27,6 +27,8 @@ from ccpo_envs.prompts import team_role_prompts
 
 #: Bump when the warm start's recipe changes: cached models of an older recipe are not reused.
 RECIPE = 1
+#: The gym's model shape: 2 layers, hidden 64 (about 85k parameters).
+DEFAULT_SPEC = TinyLMSpec()
 
 
 def game_of(env: str) -> str:
@@ -64,7 +66,7 @@ def vocabulary(demos: list[tuple[str, str | None, str, str]], symbols: str) -> l
 
 
 def warm_start(env: str, options: dict[str, Any] | None = None, seed: int = 0, accuracy: float | None = None,
-               spec: TinyLMSpec = TinyLMSpec(), n_tasks: int = 400, steps: int = 400, cache: str | Path | None = None
+               spec: TinyLMSpec = DEFAULT_SPEC, n_tasks: int = 400, steps: int = 400, cache: str | Path | None = None
                ) -> Path:
     """The warm-started tiny model of gym env ``env`` (built on first use, then read from the cache)."""
     options = dict(options or {})

@@ -1,7 +1,8 @@
 """The gym's aggregators: how present agents' answers make the team answer, and what a *removed* agent leaves.
 
 An agent that is removed leaves its part of the answer to a uniform guess among the task's ``k`` symbols, so every
-"agent removed" world has an exact expected outcome (chance, where nobody else holds that part). An agent that is
+"agent removed" world has an exact expected outcome (chance, where nobody else holds that part), scored in one call
+of the verifier. An agent that is
 present but gives no answer (garbage, ``pass``) fills its part with nothing: that part is wrong (malformed output
 scores 0). Pure functions; see :mod:`ccpo_envs.aggregate` for the contract.
 """
@@ -12,41 +13,35 @@ import itertools
 from collections.abc import Mapping, Sequence
 
 from ccpo_envs.aggregate import Aggregator, Correct, Outcome, Same, plurality
+from ccpo_envs.gym.symbols import GUESSED
 
-#: Written in a team answer for a part nobody present could give (a guessed part).
-GUESSED = "?"
 
 
 def slots(parts: Sequence[Sequence[str]], symbols: str) -> Aggregator:
     """The team answer is one symbol per part, joined by spaces; a part is right when *any* present agent assigned
-    to it gives the right symbol; a part with no present agent is guessed uniformly among ``symbols``.
+    to it gives the right symbol; a part with no present agent is written :data:`GUESSED` (a uniform guess among
+    ``symbols``, which :class:`~ccpo_envs.gym.symbols.SymbolVerifier` scores ``1/k``: the exact expectation).
 
     ``parts=[["holder_0"], ["holder_1"]]`` is the split key (both halves needed), ``[["holder_0", "holder_1"]]``
-    the redundant pair (either suffices), ``[["worker_0"]]`` with another agent in no part a free rider. The reward
-    is the exact expectation over the guesses (``correct`` is asked about whole team answers only).
+    the redundant pair (either suffices), ``[["worker_0"]]`` with another agent in no part a free rider.
     """
     parts = [tuple(p) for p in parts]
 
     def aggregate(answers: Mapping[str, str | None], correct: Correct, same: Same) -> Outcome:
-        options: list[list[str]] = []  # per part: the candidate symbols, or every symbol where it is guessed
-        guessed: list[bool] = []
+        options: list[list[str]] = []  # per part: the candidate symbols ([GUESSED] where nobody present holds it)
         for p in parts:
             present = [a for a in p if a in answers]
-            guessed.append(not present)
-            options.append(list(symbols) if not present else
+            options.append([GUESSED] if not present else
                            list(dict.fromkeys(x for a in present if (x := answers[a]) is not None)))
-        team = " ".join(GUESSED if g else (o[0] if o else "-") for g, o in zip(guessed, options))
-        if not all(options):  # a present part with no answer is wrong, whatever the guesses
+        team = " ".join(o[0] if o else "-" for o in options)
+        if not all(options):  # a present part with no answer is wrong
             return Outcome(team, 0.0)
-        guesses = [i for i, g in enumerate(guessed) if g]
-        total, n = 0.0, 0
-        for fill in itertools.product(*(options[i] for i in guesses)):
-            choice = list(options)
-            for i, s in zip(guesses, fill):
-                choice[i] = [s]
-            total += max(correct(" ".join(combo)) for combo in itertools.product(*choice))  # any candidate
-            n += 1
-        return Outcome(team, total / n)
+        best, reward = team, -1.0
+        for combo in itertools.product(*options):  # any candidate: the best combination of the parts' candidates
+            r = correct(" ".join(combo))
+            if r > reward:
+                best, reward = " ".join(combo), r
+        return Outcome(best, reward)
 
     aggregate.__name__ = "slots"
     return aggregate

@@ -190,6 +190,7 @@ class GymSource:
         GAMES[game][0](**options)  # bad options fail here, naming the fix
         self.name, self.split, self.seed, self._size = f"gym:{game}", split, seed, size
         self.verifier = SymbolVerifier(alphabet(int(options.get("symbols", 5))))
+        self._cache: dict[int, Task] = {}  # a task is drawn once (a trainer reads each many times)
 
     def __len__(self) -> int:
         return self._size
@@ -197,9 +198,13 @@ class GymSource:
     def __getitem__(self, index: int) -> Task:
         if not 0 <= index < self._size:
             raise IndexError(f"index {index} out of range for {self.name} of size {self._size}")
-        d = GAMES[self.game][1](np.random.default_rng([self.seed, SPLIT_IDS[self.split], index]), **self.options)
-        return Task(d.question, d.answer, {"source": self.name, "split": self.split, "seed": self.seed,
-                                           "index": index, "views": d.views, "gold_of": d.gold_of})
+        task = self._cache.get(index)
+        if task is None:
+            d = GAMES[self.game][1](np.random.default_rng([self.seed, SPLIT_IDS[self.split], index]), **self.options)
+            task = self._cache[index] = Task(d.question, d.answer, {
+                "source": self.name, "split": self.split, "seed": self.seed, "index": index, "views": d.views,
+                "gold_of": d.gold_of})
+        return task
 
 
 #: ``game -> (topology builder, task generator)``; both take the game's options.

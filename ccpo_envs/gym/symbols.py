@@ -25,8 +25,14 @@ def alphabet(k: int) -> str:
     return SYMBOLS[:k]
 
 
+#: Written in a team answer for a part nobody present could give: a uniform guess among the ``k`` symbols.
+GUESSED = "?"
+
+
 class SymbolVerifier:
-    """Exact match of one symbol (or of a space-separated key of symbols, for a team answer).
+    """Exact match of one symbol, or of a space-separated key of symbols (a team answer) where a part written
+    :data:`GUESSED` is a uniform guess: it matches with probability ``1/k``, so the score is the exact expected
+    correctness over the guesses.
 
     Args:
         symbols: the alphabet answers are drawn from.
@@ -44,7 +50,18 @@ class SymbolVerifier:
         return word if len(word) == 1 and word in self.symbols else None
 
     def score_answer(self, answer: str, task: Task) -> float:
-        return 1.0 if answer == task.answer else 0.0
+        if answer == task.answer:
+            return 1.0
+        got, gold = answer.split(), task.answer.split()
+        if len(got) != len(gold) or GUESSED not in got:
+            return 0.0
+        score = 1.0
+        for g, t in zip(got, gold):
+            if g == GUESSED:
+                score /= len(self.symbols)
+            elif g != t:
+                return 0.0
+        return score
 
     def equivalent(self, a: str, b: str) -> bool:
         return a == b

@@ -1,0 +1,179 @@
+"""``ccpo bench`` (the credit gym tier): every credit rule on every gym game, many seeds, trained together.
+
+Each game's runs (every algorithm x every seed) train in one process on one stacked team
+(:func:`ccpo_algos.gym.runner.train_gym`); the results folder gets ``results.json`` (rewritten after each game, so an
+interrupted bench is readable), ``table.md``, ``curves.png``, ``credit.png`` and ``marl_eval.json``
+(:mod:`benchmarks.gym_report`). The SmolLM2 comparison is ``ccpo bench --tier llm`` (:mod:`benchmarks.suite`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+#: The gym's games, in the table's order.
+GYM_ENVS = ("splitkey_v0", "redundant_v0", "freerider_v0", "signal_v0", "noisyvote_v0")
+#: The credit rules the gym compares (MAPPO needs a value function, which the stacked team does not have yet).
+GYM_ALGOS = ("ccpo", "ccpo_v2", "grpo", "magrpo", "difference", "shapley", "rae")
+#: The rule every other is paired against.
+BASELINE = "grpo"
+
+
+@dataclass(frozen=True)
+class GymPreset:
+    """A named design: which games, rules and seeds, and how long each run trains."""
+
+    envs: tuple[str, ...]
+    algos: tuple[str, ...]
+    seeds: tuple[int, ...]
+    steps: int
+    eval_every: int
+    eval_size: int
+
+
+GYM_PRESETS = {
+    # the main job: every rule on every game, 4 seeds, 100 updates per agent, 10 evaluation points
+    "default": GymPreset(GYM_ENVS, GYM_ALGOS, (0, 1, 2, 3), 100, 10, 64),
+    # a few seconds: two rules, two seeds, one game (tests, a first look)
+    "smoke": GymPreset(("splitkey_v0",), ("ccpo", "grpo"), (0, 1), 4, 2, 16),
+}
+
+
+@dataclass
+class GymBenchConfig:
+    """The credit gym's bench. Empty or zero fields take the preset's value.
+
+    Attributes:
+        preset: a design of GYM_PRESETS (``default``: every rule x every game x 4 seeds, 100 steps).
+        envs: gym games to run (``splitkey_v0``, ``redundant_v0``, ``freerider_v0``, ``signal_v0``,
+            ``noisyvote_v0``).
+        algos: credit rules (rows of the algorithm table; ``shapley`` only runs on games whose agents do not read
+            each other).
+        seeds: training seeds (a seed fixes the tasks, the adapters' init and the sampling noise, so the rules of one
+            seed are paired).
+        steps: updates per agent (every agent is trained at every step).
+        eval_every: steps between held-out evaluations (the untrained team is step 0).
+        eval_size: held-out tasks per evaluation (the same for every run).
+        lr: the adapters' learning rate.
+        out_dir: where the results folder is created.
+        cache: where warm-started models are kept (default ``~/.cache/ccpo/gym``).
+        progress: show a progress bar.
+        verbose: show transformers' logs and loading bars.
+    """
+
+    preset: str = "default"
+    envs: tuple[str, ...] = ()
+    algos: tuple[str, ...] = ()
+    seeds: tuple[int, ...] = ()
+    steps: int = 0
+    eval_every: int = 0
+    eval_size: int = 0
+    lr: float = 2e-3
+    out_dir: str = "results"
+    cache: str | None = None
+    progress: bool = True
+    verbose: bool = False
+
+    def design(self) -> GymPreset:
+        """The preset with this config's overrides; ``ValueError`` naming the fix for a bad value."""
+        if self.preset not in GYM_PRESETS:
+            raise ValueError(f"--preset {self.preset!r}: choose from {sorted(GYM_PRESETS)}")
+        p = GYM_PRESETS[self.preset]
+        d = GymPreset(self.envs or p.envs, self.algos or p.algos, self.seeds or p.seeds, self.steps or p.steps,
+                      self.eval_every or p.eval_every, self.eval_size or p.eval_size)
+        bad = [e for e in d.envs if e not in GYM_ENVS]
+        if bad:
+            raise ValueError(f"--envs {bad}: the gym's games are {list(GYM_ENVS)}")
+        from ccpo_algos.algorithms import ALGORITHMS
+
+        bad = [a for a in d.algos if a not in ALGORITHMS or ALGORITHMS[a].needs_critic]
+        if bad:
+            raise ValueError(f"--algos {bad}: the gym runs {sorted(a for a in ALGORITHMS if not ALGORITHMS[a].needs_critic)}")
+        if len(set(d.seeds)) != len(d.seeds):
+            raise ValueError(f"--seeds {list(d.seeds)}: give each seed once")
+        if min(d.steps, d.eval_every, d.eval_size) < 1:
+            raise ValueError("--steps, --eval-every and --eval-size must be >= 1")
+        if self.lr <= 0:
+            raise ValueError(f"--lr {self.lr}: must be > 0")
+        return d
+
+
+def applicable(env: str, algos: tuple[str, ...]) -> tuple[str, ...]:
+    """The rules that can run on ``env`` (exact Shapley needs an independent team)."""
+    from ccpo_algos.algorithms import ALGORITHMS
+    from ccpo_envs import make
+
+    independent = make(env, size=1).unwrapped.topology.independent
+    return tuple(a for a in algos if independent or not ALGORITHMS[a].needs_coalitions)
+
+
+def game_results(env: str, res: Any, design: GymPreset) -> list[dict[str, Any]]:
+    """One results.json entry per run: its curve, final items, credit read-outs and costs."""
+    from ccpo_algos.gym.truth_metrics import truth_readouts
+
+    out = []
+    for k, run in enumerate(res.runs):
+        read = truth_readouts(res.records[k])
+        out.append({
+            "env": env, "label": run.algo, "seed": run.seed, "agents": res.agents,
+            "curve": {str(s): float(v) for s, v in zip(res.eval_steps, res.eval_success[k])},
+            "items": [{"reward": float(x)} for x in res.eval_items[k, -1]],
+            "items_untrained": [float(x) for x in res.eval_items[k, 0]],
+            "agent_accuracy": {str(s): res.eval_agent_correct[k, i].tolist() for i, s in enumerate(res.eval_steps)},
+            "readouts": {name: [None if np.isnan(x) else float(x) for x in v] for name, v in read.items()},
+            "steps": design.steps,
+        })
+    return out
+
+
+def run_gym_bench(cfg: GymBenchConfig) -> Path:
+    """Run the bench; returns the results folder."""
+    from benchmarks.gym_report import write_outputs
+    from benchmarks._report import cpu_description
+    from ccpo_algos.build import unique_dir
+    from ccpo_algos.gym.runner import GymConfig, GymRun, train_gym
+    from ccpo_algos.gym.warmstart import warm_start
+
+    from ccpo_agents.logs import quiet_logs
+
+    quiet_logs(cfg.verbose)
+    design = cfg.design()
+    out = unique_dir(cfg.out_dir, f"gym-{time.strftime('%Y%m%d-%H%M%S')}")
+    results: dict[str, Any] = {"tier": "gym", "config": {**dataclasses.asdict(cfg), "design": dataclasses.asdict(design)},
+                               "cpu": cpu_description(), "runs": [], "seconds": {}}
+    plan = [(env, applicable(env, design.algos)) for env in design.envs]
+    total = sum(len(a) * len(design.seeds) * design.steps for _, a in plan)
+    bar = None
+    if cfg.progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=total, desc="ccpo bench (gym)", unit="run-step")
+    t_all = time.perf_counter()
+    for env, algos in plan:
+        t0 = time.perf_counter()
+        model = warm_start(env, cache=cfg.cache)
+        gc = GymConfig(env=env, model=str(model), steps=design.steps, eval_every=design.eval_every,
+                       eval_size=design.eval_size, lr=cfg.lr)
+        runs = [GymRun(a, s) for a in algos for s in design.seeds]
+        if bar is not None:
+            bar.set_postfix(game=env)
+
+        def tick(step: int, n: int = len(runs)) -> None:
+            if bar is not None:
+                bar.update(n)
+
+        res = train_gym(gc, runs, on_step=tick)
+        results["runs"] += game_results(env, res, design)
+        results["seconds"][env] = {"total": time.perf_counter() - t0, **res.seconds}
+        results["seconds"]["all"] = time.perf_counter() - t_all
+        (out / "results.json").write_text(json.dumps(results, indent=1))
+        write_outputs(out, results)
+    if bar is not None:
+        bar.close()
+    return out
