@@ -10,6 +10,8 @@ seed spread.
 from __future__ import annotations
 
 import json
+import math
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +27,21 @@ from benchmarks.stats import (
     paired_difference,
     probability_of_improvement,
 )
+
+
+#: The difference the gym's study is sized to detect (3 points of held-out success).
+TARGET = 0.03
+#: Bootstrap replications of the across-games IQM and P(improvement) (rliable's P(improvement) costs ~5 ms a
+#: replicate here; the CI bounds move by about 0.01 between reruns at this size).
+ACROSS_REPS = 500
+
+
+def seeds_to_detect(diff: float, items: int, item_var: float, seed_sd: float) -> int:
+    """The fewest seeds whose paired design detects ``diff`` (:func:`minimal_detectable_difference` <= diff)."""
+    for n in range(2, 10_001):
+        if minimal_detectable_difference(items, n, item_var, seed_sd) <= diff:
+            return n
+    return math.inf  # type: ignore[return-value]
 
 
 def _runs(results: dict[str, Any], env: str, label: str) -> list[dict[str, Any]]:
@@ -54,7 +71,8 @@ def _readout(results: dict[str, Any], env: str, label: str, name: str) -> list[f
     """A read-out per agent, mean over seeds (``None`` where undefined in every seed)."""
     runs = _runs(results, env, label)
     cols = np.array([[np.nan if x is None else x for x in r["readouts"][name]] for r in runs], dtype=float)
-    with np.errstate(all="ignore"):
+    with warnings.catch_warnings():  # an agent whose read-out is undefined in every seed: NaN, shown as "-"
+        warnings.simplefilter("ignore", RuntimeWarning)
         m = np.nanmean(cols, axis=0) if len(cols) else np.array([])
     return [None if np.isnan(x) else float(x) for x in m]
 
@@ -87,13 +105,14 @@ def game_table(results: dict[str, Any], env: str) -> list[str]:
         var = float(np.mean([item_variance(item_matrix(results, env, m)[1], base[1]) for m in labels
                              if m != BASELINE])) if len(labels) > 1 else 0.0
         mdd = minimal_detectable_difference(base[1].shape[1], len(base[0]), var, spread)
+        need = seeds_to_detect(TARGET, base[1].shape[1], var, spread)
         lines += ["", f"Seed spread of GRPO's final success: sd {spread:.3f}; this design detects a difference of "
-                  f"{mdd:.3f} (80 % power, two-sided 5 %)."]
+                  f"{mdd:.3f} (80 % power, two-sided 5 %); {need} seeds would detect {TARGET:.2f}."]
     return lines + [""]
 
 
-def table(results: dict[str, Any]) -> str:
-    """``table.md``: one table per game, then IQM and P(> GRPO) across games."""
+def table(results: dict[str, Any], across: bool = True) -> str:
+    """``table.md``: one table per game, then (``across``) IQM and P(> GRPO) across games."""
     cpu = results.get("cpu", "")
     secs = results.get("seconds", {}).get("all")
     lines = ["# Credit gym: which credit rule assigns credit better, and does it matter?", "",
@@ -107,18 +126,26 @@ def table(results: dict[str, Any]) -> str:
     games = envs(results)
     labels = [m for m in dict.fromkeys(r["label"] for r in results["runs"])
               if all(m in methods(results, e) for e in games)]
-    if len(games) >= 1 and labels:
-        lines += ["### Across games (rliable, stratified bootstrap over seeds)", "",
+    if across and labels:
+        lines += [f"### Across games (rliable, stratified bootstrap over seeds, {ACROSS_REPS} replications)", "",
                   "| method | IQM of final success | P(method > shared GRPO) |", "|---|---|---|"]
+        common = sorted(set.intersection(*({r["seed"] for r in results["runs"] if r["env"] == e} for e in games)))
+
+        def final(label: str) -> np.ndarray:  # (common seeds, games) final success
+            out = []
+            for e in games:
+                seeds, x = item_matrix(results, e, label)
+                out.append([x[seeds.index(s)].mean() for s in common])
+            return np.array(out).T
+
+        lines[-4] = lines[-4].replace(" replications)", f" replications; the {len(common)} seeds every game ran)")
         for label in labels:
-            scores = np.array([[item_matrix(results, e, label)[1][i].mean() for e in games]
-                               for i in range(len(_runs(results, games[0], label)))])
+            scores = final(label)
             p = ""
             if BASELINE in labels and label != BASELINE:
-                base = np.array([[item_matrix(results, e, BASELINE)[1][i].mean() for e in games]
-                                 for i in range(len(_runs(results, games[0], BASELINE)))])
-                p = str(probability_of_improvement(scores, base)).replace("+", "")
-            lines.append(f"| {label} | {str(iqm(scores)).replace('+', '')} | {p} |")
+                base = final(BASELINE)
+                p = str(probability_of_improvement(scores, base, reps=ACROSS_REPS)).replace("+", "")
+            lines.append(f"| {label} | {str(iqm(scores, reps=ACROSS_REPS)).replace('+', '')} | {p} |")
     return "\n".join(lines) + "\n"
 
 
@@ -180,9 +207,10 @@ def plot_credit(results: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
-def write_outputs(out: Path, results: dict[str, Any]) -> None:
-    """Write table.md, curves.png, credit.png and marl_eval.json into ``out``."""
-    (out / "table.md").write_text(table(results))
+def write_outputs(out: Path, results: dict[str, Any], final: bool = True) -> None:
+    """Write table.md, curves.png, credit.png and marl_eval.json into ``out`` (``final``: with the across-games
+    statistics, which take a few seconds; a bench writes them after its last game)."""
+    (out / "table.md").write_text(table(results, across=final))
     plot_curves(results, out / "curves.png")
     plot_credit(results, out / "credit.png")
     (out / "marl_eval.json").write_text(json.dumps(marl_eval_layout(results)))

@@ -35,11 +35,20 @@ class GymPreset:
     steps: int
     eval_every: int
     eval_size: int
+    seeds_for: tuple[tuple[str, tuple[int, ...]], ...] = ()  # per-game seeds where a game needs more (a study)
+
+    def seeds_of(self, env: str) -> tuple[int, ...]:
+        return dict(self.seeds_for).get(env, self.seeds)
 
 
 GYM_PRESETS = {
-    # the main job: every rule on every game, 4 seeds, 100 updates per agent, 10 evaluation points
-    "default": GymPreset(GYM_ENVS, GYM_ALGOS, (0, 1, 2, 3), 100, 10, 64),
+    # the main job: every rule on every game, 4 seeds, 100 updates per agent, 11 evaluation points
+    "default": GymPreset(GYM_ENVS, GYM_ALGOS, (0, 1, 2, 3), 100, 10, 48),
+    # the decisive question, where free-riding exists: counterfactual credit against shared reward, with the seeds
+    # that detect 3 points at the pilot's seed spread (the default bench: 97 on the redundant pair, 10 on the free
+    # rider; benchmarks/measured/2026-12-03-gym-study/README.md)
+    "study": GymPreset(("redundant_v0", "freerider_v0"), ("ccpo", "ccpo_v2", "difference", "grpo", "magrpo"),
+                       tuple(range(16)), 100, 10, 64, seeds_for=(("redundant_v0", tuple(range(96))),)),
     # a few seconds: two rules, two seeds, one game (tests, a first look)
     "smoke": GymPreset(("splitkey_v0",), ("ccpo", "grpo"), (0, 1), 4, 2, 16),
 }
@@ -56,7 +65,7 @@ class GymBenchConfig:
         algos: credit rules (rows of the algorithm table; ``shapley`` only runs on games whose agents do not read
             each other).
         seeds: training seeds (a seed fixes the tasks, the adapters' init and the sampling noise, so the rules of one
-            seed are paired).
+            seed are paired); given, they apply to every game.
         steps: updates per agent (every agent is trained at every step).
         eval_every: steps between held-out evaluations (the untrained team is step 0).
         eval_size: held-out tasks per evaluation (the same for every run).
@@ -86,7 +95,8 @@ class GymBenchConfig:
             raise ValueError(f"--preset {self.preset!r}: choose from {sorted(GYM_PRESETS)}")
         p = GYM_PRESETS[self.preset]
         d = GymPreset(self.envs or p.envs, self.algos or p.algos, self.seeds or p.seeds, self.steps or p.steps,
-                      self.eval_every or p.eval_every, self.eval_size or p.eval_size)
+                      self.eval_every or p.eval_every, self.eval_size or p.eval_size,
+                      () if self.seeds else p.seeds_for)
         bad = [e for e in d.envs if e not in GYM_ENVS]
         if bad:
             raise ValueError(f"--envs {bad}: the gym's games are {list(GYM_ENVS)}")
@@ -148,19 +158,19 @@ def run_gym_bench(cfg: GymBenchConfig) -> Path:
     results: dict[str, Any] = {"tier": "gym", "config": {**dataclasses.asdict(cfg), "design": dataclasses.asdict(design)},
                                "cpu": cpu_description(), "runs": [], "seconds": {}}
     plan = [(env, applicable(env, design.algos)) for env in design.envs]
-    total = sum(len(a) * len(design.seeds) * design.steps for _, a in plan)
+    total = sum(len(a) * len(design.seeds_of(env)) * design.steps for env, a in plan)
     bar = None
     if cfg.progress:
         from tqdm import tqdm
 
         bar = tqdm(total=total, desc="ccpo bench (gym)", unit="run-step")
     t_all = time.perf_counter()
-    for env, algos in plan:
+    for n, (env, algos) in enumerate(plan, 1):
         t0 = time.perf_counter()
         model = warm_start(env, cache=cfg.cache)
         gc = GymConfig(env=env, model=str(model), steps=design.steps, eval_every=design.eval_every,
                        eval_size=design.eval_size, lr=cfg.lr)
-        runs = [GymRun(a, s) for a in algos for s in design.seeds]
+        runs = [GymRun(a, s) for a in algos for s in design.seeds_of(env)]
         if bar is not None:
             bar.set_postfix(game=env)
 
@@ -173,7 +183,7 @@ def run_gym_bench(cfg: GymBenchConfig) -> Path:
         results["seconds"][env] = {"total": time.perf_counter() - t0, **res.seconds}
         results["seconds"]["all"] = time.perf_counter() - t_all
         (out / "results.json").write_text(json.dumps(results, indent=1))
-        write_outputs(out, results)
+        write_outputs(out, results, final=n == len(plan))
     if bar is not None:
         bar.close()
     return out
