@@ -86,12 +86,17 @@ def gym_bench(argv: list[str]) -> int:
     except ValueError as e:
         print(f"ccpo bench: {e}", file=sys.stderr)
         return 2
+    return _run_and_show(lambda: run_gym_bench(cfg), "table.md, curves.png, credit.png, results.json, marl_eval.json")
+
+
+def _run_and_show(run, files: str) -> int:
+    """Run a bench; print its table and where its files are (130 on Ctrl-C: the folder is readable as it stands)."""
     try:
-        out = run_gym_bench(cfg)
+        out = run()
     except KeyboardInterrupt:
         return 130
     print((out / "table.md").read_text())
-    print(f"results: {out}  (table.md, curves.png, credit.png, results.json, marl_eval.json)")
+    print(f"results: {out}  ({files})")
     return 0
 
 
@@ -132,13 +137,7 @@ def bench(argv: list[str]) -> int:
     except ValueError as e:
         print(f"ccpo bench: {e}", file=sys.stderr)
         return 2
-    try:
-        out = run_suite(bc)
-    except KeyboardInterrupt:
-        return 130
-    print((out / "table.md").read_text())
-    print(f"results: {out}  (table.md, curves.png, credit.png, results.json)")
-    return 0
+    return _run_and_show(lambda: run_suite(bc), "table.md, curves.png, credit.png, results.json")
 
 
 

@@ -20,14 +20,13 @@ import numpy as np
 from benchmarks.compare import marl_eval_layout
 from benchmarks.gym_suite import BASELINE
 from benchmarks.stats import (
-    item_variance,
     iqm,
+    item_variance,
     mean_interval,
     minimal_detectable_difference,
     paired_difference,
     probability_of_improvement,
 )
-
 
 #: The difference the gym's study is sized to detect (3 points of held-out success).
 TARGET = 0.03

@@ -17,17 +17,26 @@ CCPO = str(Path(sys.executable).with_name("ccpo"))
 
 @pytest.mark.parametrize("args,needle", [
     (["--envs", "dyad_v0"], "the gym's games are"),
-    (["--algos", "mappo"], "the gym runs"),
-    (["--seeds", "1", "1"], "each seed once"),
-    (["--preset", "huge"], "choose from"),
     (["--tier", "fast"], "--tier takes one of gym, llm"),
 ])
 def test_bad_gym_bench_options_exit_2_with_the_fix(args, needle, tmp_path):
     out = subprocess.run([CCPO, "bench", *args, "--out-dir", str(tmp_path)] if "--tier" not in args
-                         else [CCPO, "bench", *args], capture_output=True, text=True, timeout=300)
+                         else [CCPO, "bench", *args], capture_output=True, text=True, timeout=300, check=False)
     assert out.returncode == 2, out.stderr
     assert needle in out.stderr and len(out.stderr.strip().splitlines()) == 1
     assert not any(tmp_path.iterdir())  # nothing written
+
+
+@pytest.mark.parametrize("kw,needle", [
+    ({"algos": ("mappo",)}, "the gym runs"),
+    ({"seeds": (1, 1)}, "each seed once"),
+    ({"preset": "huge"}, "choose from"),
+    ({"batch_runs": 0}, "--batch-runs 0"),
+    ({"steps": -1}, "must be >= 1"),
+])
+def test_bad_gym_bench_settings_name_the_fix(kw, needle):
+    with pytest.raises(ValueError, match=needle):
+        GymBenchConfig(**kw).design()
 
 
 @pytest.mark.slow

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from benchmarks.credit_fidelity import spearman  # a plain loop over average ranks: the reference
 from ccpo_algos.gym.records import StepRecord
 from ccpo_algos.gym.truth_metrics import free_riding_index, group_normalised, truth_readouts
 
@@ -50,28 +51,6 @@ def test_a_rule_that_is_the_truth_scores_perfectly_and_shared_reward_feeds_the_f
     assert math.isnan(got["rank_corr"][1])  # no rank order against a constant truth
 
 
-def ranks(xs):
-    """Average ranks, ties sharing the mean of their positions (1-based)."""
-    order = sorted(range(len(xs)), key=lambda i: xs[i])
-    out = [0.0] * len(xs)
-    i = 0
-    while i < len(order):
-        j = i
-        while j + 1 < len(order) and xs[order[j + 1]] == xs[order[i]]:
-            j += 1
-        for k in range(i, j + 1):
-            out[order[k]] = (i + j) / 2 + 1
-        i = j + 1
-    return out
-
-
-def spearman_loop(a, b):
-    ra, rb = ranks(a), ranks(b)
-    ma, mb = sum(ra) / len(ra), sum(rb) / len(rb)
-    cov = sum((x - ma) * (y - mb) for x, y in zip(ra, rb))
-    return cov / math.sqrt(sum((x - ma) ** 2 for x in ra) * sum((y - mb) ** 2 for y in rb))
-
-
 @settings(max_examples=50, deadline=None)
 @given(seed=st.integers(0, 10_000))
 def test_readouts_match_plain_loops_on_random_records(seed):
@@ -102,6 +81,6 @@ def test_readouts_match_plain_loops_on_random_records(seed):
         assert got["sign_agree"][j] == pytest.approx(sum(agree) / len(agree))
         fr = sum(max(a, 0.0) for _, t, a, _, _ in rows if t == 0) / pos_total
         assert got["free_riding"][j] == pytest.approx(fr)
-        assert got["rank_corr"][j] == pytest.approx(spearman_loop([c for c, *_ in rows], [t for _, t, *_ in rows]))
+        assert got["rank_corr"][j] == pytest.approx(spearman([c for c, *_ in rows], [t for _, t, *_ in rows]))
         mean = sum(a for _, _, a, _, _ in rows) / len(rows)
         assert got["adv_var"][j] == pytest.approx(sum((a - mean) ** 2 for _, _, a, _, _ in rows) / len(rows))

@@ -7,7 +7,8 @@ list. Pure numpy; every read-out is per agent, pooled over the run's episodes.
   centred in its prompt group), among episodes where both are non-zero.
 * ``adv_error``: root-mean-square difference between the advantage and the ideal advantage, the truth normalised
   per prompt group as GRPO normalises a reward (``(x − mean) / (std + 1e-6)``, unbiased std; COSAC's "advantage
-  error against known credit").
+  error against known credit"). Rules without std scaling (MAGRPO, ``ccpo_v2``, RAE) also differ from it by their
+  scale; rank correlation and sign agreement are scale-free.
 * ``free_riding``: the share of all positive advantage that reaches agent-episodes whose true contribution is 0.
 * ``adv_var``: the variance of the advantage (the learning signal's variance).
 """

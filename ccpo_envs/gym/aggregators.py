@@ -16,7 +16,6 @@ from ccpo_envs.aggregate import Aggregator, Correct, Outcome, Same, plurality
 from ccpo_envs.gym.symbols import GUESSED
 
 
-
 def slots(parts: Sequence[Sequence[str]], symbols: str) -> Aggregator:
     """The team answer is one symbol per part, joined by spaces; a part is right when *any* present agent assigned
     to it gives the right symbol; a part with no present agent is written :data:`GUESSED` (a uniform guess among
