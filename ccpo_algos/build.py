@@ -16,7 +16,7 @@ from ccpo_algos.credit import CreditConfig
 from ccpo_algos.loss import LossConfig
 from ccpo_envs import make
 from ccpo_envs.prompts import team_role_prompts  # the topology's prompts live with the envs
-from ccpo_envs.registry import resolve_source, team_probe
+from ccpo_envs.registry import env_tasks, resolve_source, team_probe
 
 
 def team_topology(cfg: TrainConfig) -> Any:
@@ -50,11 +50,16 @@ HELD_OUT_SEED = 0
 
 def task_source(cfg: TrainConfig, split: str, size: int) -> Any:
     """The run's task source for one split (extraction modes apply to generated and math tasks): the training split
-    drawn with the run's seed, the held-out splits with :data:`HELD_OUT_SEED`."""
+    drawn with the run's seed, the held-out splits with :data:`HELD_OUT_SEED`. An env that makes its own tasks (the
+    credit gym's) gives them instead of ``cfg.task``."""
+    seed = cfg.seed if split == "train" else HELD_OUT_SEED
+    extra = {k: v for k, v in cfg.env_kwargs(True).items() if k not in ("counterfactual", "truncation", "template")}
+    own = env_tasks(cfg.env, split, seed, size, **extra)  # an env whose tasks belong to it (the credit gym)
+    if own is not None:
+        return own
     kw: dict[str, Any] = {"path": cfg.task_path} if cfg.task_path else {}
     if cfg.task_path is None and cfg.task not in ("gsm8k", "hendrycks_math", "math500", "logiqa"):
         kw["modes"] = cfg.extract_modes
-    seed = cfg.seed if split == "train" else HELD_OUT_SEED
     return resolve_source(cfg.task, split=split, seed=seed, size=size, **kw)
 
 

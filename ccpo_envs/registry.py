@@ -98,11 +98,13 @@ TEAM_SETTINGS = ("template", "n", "tie_rule")
 class _EnvModule:
     """PettingZoo-style constructors for one registered env."""
 
-    def __init__(self, name: str, native: str, build: Callable[..., Any], settings: tuple[str, ...] = ()):
+    def __init__(self, name: str, native: str, build: Callable[..., Any], settings: tuple[str, ...] = (),
+                 tasks: Callable[..., TaskSource] | None = None):
         bad = [k for k in settings if k not in TEAM_SETTINGS]
         if bad:
             raise ValueError(f"{name}: unknown team settings {bad}; choose from {TEAM_SETTINGS}")
         self.name, self.native, self._build, self.settings = name, native, build, tuple(settings)
+        self.tasks = tasks  # envs that make their own tasks (the credit gym): tasks(split, seed, size, **options)
 
     def raw_env(self, **kwargs: Any):
         """The AEC env without wrappers (for a Parallel-native env: PettingZoo's ``parallel_to_aec`` of it)."""
@@ -133,11 +135,13 @@ ENVS: dict[str, _EnvModule] = {
     "debate_v0": _EnvModule("debate_v0", "parallel", debate_parallel_env, ("n", "tie_rule")),
     "chain_v0": _EnvModule("chain_v0", "aec", chain_raw_env),
     # the credit gym (ccpo_envs.gym): tasks whose true contributions are known
-    **{name: _EnvModule(name, native, build, settings) for name, (native, build, settings) in GYM_ENVS.items()},
+    **{name: _EnvModule(name, native, build, settings, tasks)
+       for name, (native, build, settings, tasks) in GYM_ENVS.items()},
 }
 
 
-def register_env(name: str, native: str, build: Callable[..., Any], settings: tuple[str, ...] = ()) -> None:
+def register_env(name: str, native: str, build: Callable[..., Any], settings: tuple[str, ...] = (),
+                 tasks: Callable[..., TaskSource] | None = None) -> None:
     """Register a plug-in env.
 
     Args:
@@ -149,10 +153,19 @@ def register_env(name: str, native: str, build: Callable[..., Any], settings: tu
             the "agent removed" worlds; without them build the topology with :func:`without_removals`), the team
             settings named in ``settings`` and the run's ``--env-options``.
         settings: which of :data:`TEAM_SETTINGS` the builder takes from the trainer's config.
+        tasks: for an env whose tasks belong to it (the credit gym): ``tasks(split=, seed=, size=, **options)``
+            returns its task source, which the trainer uses instead of ``--task`` (``options``: the run's env
+            options).
     """
     if native not in ("aec", "parallel"):
         raise ValueError(f"native={native!r}: use 'aec' or 'parallel'")
-    ENVS[name] = _EnvModule(name, native, build, settings)
+    ENVS[name] = _EnvModule(name, native, build, settings, tasks)
+
+
+def env_tasks(name: str, split: str, seed: int, size: int, **options: Any) -> TaskSource | None:
+    """The task source of an env that makes its own tasks (``None`` for an env that takes any source)."""
+    mod = ENVS[name]
+    return None if mod.tasks is None else mod.tasks(split=split, seed=seed, size=size, **options)
 
 
 def make(name: str, api: str | None = None, **kwargs: Any):
@@ -188,7 +201,10 @@ def team_env_options(name: str, *, counterfactual: bool, truncation: str, settin
 def team_probe(name: str, **options: Any) -> Any:
     """The native env ``name`` built on a one-task source (cheap: no task set is loaded); read its
     ``possible_agents`` and ``topology``. Raises ``TypeError`` for an env the trainer cannot drive."""
-    env = ENVS[name]._build(source=ListSource([{"question": "1 + 1?", "answer": "2"}]), **options)
+    mod = ENVS[name]
+    source = ListSource([{"question": "1 + 1?", "answer": "2"}]) if mod.tasks is None else env_tasks(
+        name, "train", 0, 1, **{k: v for k, v in options.items() if k not in ("counterfactual", "truncation")})
+    env = mod._build(source=source, **options)
     if not isinstance(env, (TeamAECEnv, TeamParallelEnv)):
         raise TypeError(f"env {name!r} builds a {type(env).__name__}; the trainer needs a TeamAECEnv or "
                         "TeamParallelEnv (a ccpo_envs.Topology played by the episode engine)")

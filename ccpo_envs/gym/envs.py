@@ -48,11 +48,20 @@ def gym_builder(game: str, native: str) -> Callable[..., Any]:
     return build
 
 
-#: ``env name -> (native API, builder, team settings it reads)``.
+def gym_tasks(game: str) -> Callable[..., GymSource]:
+    """``tasks(split, seed, size, **options)``: the game's task source (what the trainer uses instead of ``--task``);
+    team-env options among ``options`` are ignored."""
+
+    def tasks(split: str = "train", seed: int = 0, size: int = 1000, **options: Any) -> GymSource:
+        return GymSource(game, split, seed, size, **{k: v for k, v in options.items() if k not in _ENV_KEYS})
+
+    return tasks
+
+
+#: ``env name -> (native API, builder, team settings it reads, its task source)``.
 GYM_ENVS = {
-    "splitkey_v0": ("parallel", gym_builder("splitkey", "parallel"), ()),
-    "redundant_v0": ("parallel", gym_builder("redundant", "parallel"), ()),
-    "freerider_v0": ("parallel", gym_builder("freerider", "parallel"), ()),
-    "signal_v0": ("aec", gym_builder("signal", "aec"), ()),
-    "noisyvote_v0": ("parallel", gym_builder("noisyvote", "parallel"), ("n", "tie_rule")),
+    f"{game}_v0": (native, gym_builder(game, native), settings, gym_tasks(game))
+    for game, native, settings in (("splitkey", "parallel", ()), ("redundant", "parallel", ()),
+                                   ("freerider", "parallel", ()), ("signal", "aec", ()),
+                                   ("noisyvote", "parallel", ("n", "tie_rule")))
 }
