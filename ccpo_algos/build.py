@@ -53,8 +53,7 @@ def task_source(cfg: TrainConfig, split: str, size: int) -> Any:
     drawn with the run's seed, the held-out splits with :data:`HELD_OUT_SEED`. An env that makes its own tasks (the
     credit gym's) gives them instead of ``cfg.task``."""
     seed = cfg.seed if split == "train" else HELD_OUT_SEED
-    extra = {k: v for k, v in cfg.env_kwargs(True).items() if k not in ("counterfactual", "truncation", "template")}
-    own = env_tasks(cfg.env, split, seed, size, **extra)  # an env whose tasks belong to it (the credit gym)
+    own = env_tasks(cfg.env, split, seed, size, **cfg.env_kwargs(True))  # an env that owns its tasks (the gym)
     if own is not None:
         return own
     kw: dict[str, Any] = {"path": cfg.task_path} if cfg.task_path else {}

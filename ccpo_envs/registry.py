@@ -154,8 +154,8 @@ def register_env(name: str, native: str, build: Callable[..., Any], settings: tu
             settings named in ``settings`` and the run's ``--env-options``.
         settings: which of :data:`TEAM_SETTINGS` the builder takes from the trainer's config.
         tasks: for an env whose tasks belong to it (the credit gym): ``tasks(split=, seed=, size=, **options)``
-            returns its task source, which the trainer uses instead of ``--task`` (``options``: the run's env
-            options).
+            returns its task source, which the trainer uses instead of ``--task`` (``options``: what the env is
+            built with, team-env options included, which ``tasks`` ignores).
     """
     if native not in ("aec", "parallel"):
         raise ValueError(f"native={native!r}: use 'aec' or 'parallel'")
@@ -202,8 +202,8 @@ def team_probe(name: str, **options: Any) -> Any:
     """The native env ``name`` built on a one-task source (cheap: no task set is loaded); read its
     ``possible_agents`` and ``topology``. Raises ``TypeError`` for an env the trainer cannot drive."""
     mod = ENVS[name]
-    source = ListSource([{"question": "1 + 1?", "answer": "2"}]) if mod.tasks is None else env_tasks(
-        name, "train", 0, 1, **{k: v for k, v in options.items() if k not in ("counterfactual", "truncation")})
+    source = (ListSource([{"question": "1 + 1?", "answer": "2"}]) if mod.tasks is None
+              else env_tasks(name, "train", 0, 1, **options))
     env = mod._build(source=source, **options)
     if not isinstance(env, (TeamAECEnv, TeamParallelEnv)):
         raise TypeError(f"env {name!r} builds a {type(env).__name__}; the trainer needs a TeamAECEnv or "

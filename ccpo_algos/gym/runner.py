@@ -30,6 +30,7 @@ from ccpo_algos.rollout import RolloutBatch, RunRollout, collect_runs, request_s
 from ccpo_algos.trainer import batch_indices
 from ccpo_envs import make
 from ccpo_envs.prompts import team_role_prompts
+from ccpo_envs.registry import ENVS, env_tasks
 
 SCHEDULES = ("simultaneous", "alternate")
 
@@ -51,8 +52,8 @@ class GymConfig:
     """How the runs of one gym game train (every run of a batch shares it).
 
     Attributes:
-        env: a credit-gym env (``splitkey_v0``, ``redundant_v0``, ``freerider_v0``, ``signal_v0``,
-            ``noisyvote_v0``).
+        env: a credit-gym env (an env that makes its own tasks and reports true contributions:
+            ``ccpo_envs.gym.GYM_ENVS``).
         env_options: the game's options (``symbols``; the noisy vote's ``n``, ``reliability``).
         model: the warm-started model folder (:func:`ccpo_algos.gym.warmstart.warm_start`).
         steps: training steps; with ``simultaneous`` every agent is updated at each.
@@ -77,7 +78,7 @@ class GymConfig:
             ~10 steps on the split key (``benchmarks/measured/2026-12-03-gym-pilot/``).
     """
 
-    env: str = "splitkey_v0"
+    env: str = ""
     env_options: dict[str, Any] = field(default_factory=dict)
     model: str = ""
     steps: int = 100
@@ -121,6 +122,9 @@ class GymConfig:
             raise ValueError(f"temperature={self.temperature}: the gym trains and evaluates by sampling; use > 0")
         if not self.model:
             raise ValueError("model is empty: pass the warm start's folder (ccpo_algos.gym.warmstart.warm_start)")
+        if self.env not in ENVS or ENVS[self.env].tasks is None:
+            raise ValueError(f"env={self.env!r}: the gym trains an env that makes its own tasks; choose from "
+                             f"{sorted(e for e, m in ENVS.items() if m.tasks is not None)}")
 
 
 def trained_roles(cfg: GymConfig, step: int, agents: Sequence[str]) -> list[str]:
@@ -163,8 +167,8 @@ class GymBatch:
         self.cfg, self.runs = cfg, list(runs)
         opts = dict(cfg.env_options)
         counterfactual = True  # the truth and the counterfactual metrics need the removed worlds for every row
-        self.train_src = make(cfg.env, split="train", size=cfg.train_size, **opts).unwrapped.source
-        self.eval_src = make(cfg.env, split=cfg.eval_split, size=cfg.eval_size, **opts).unwrapped.source
+        self.train_src = env_tasks(cfg.env, "train", 0, cfg.train_size, **opts)
+        self.eval_src = env_tasks(cfg.env, cfg.eval_split, 0, cfg.eval_size, **opts)
         E = cfg.prompts_per_step * cfg.group_size
         self.envs = [[make(cfg.env, api="aec", source=self.train_src, counterfactual=counterfactual,
                            truncation=cfg.credit.truncation, **opts) for _ in range(E)] for _ in self.runs]
@@ -211,7 +215,7 @@ class GymBatch:
     def update(self, step: int, rbs: Sequence[RolloutBatch], advs: Sequence[torch.Tensor]) -> dict[str, float]:
         """UPDATE: one log-prob pass and one backward over every run's trained roles; each adapter's own AdamW."""
         roles = trained_roles(self.cfg, step, self.agents)
-        adapters, prompts, comps, adv_rows, owner = [], [], [], [], []
+        adapters, prompts, comps, adv_rows = [], [], [], []
         for k, rb in enumerate(rbs):
             for role in roles:
                 turns, episode, index = rb.role_turns(role)
@@ -223,23 +227,22 @@ class GymBatch:
                     prompts.append(c.prompt_ids)
                     comps.append(c.completion_ids)
                     adv_rows.append(float(a[e, t]) if a.dim() == 2 else float(a[e]))
-                    owner.append(adapters[-1])
         self.opt.zero_grad()
         if not adapters:
             return {"loss": 0.0}
         lp, mask = self.team.token_logprobs(adapters, prompts, comps, self.cfg.temperature)
         adv_t = torch.tensor(adv_rows, dtype=torch.float32, device=lp.device)
-        own = torch.tensor(owner, device=lp.device)
+        own = torch.tensor(adapters, device=lp.device)
         total = torch.zeros((), device=lp.device)
         for m in own.unique().tolist():  # each adapter's loss as its run alone would compute it; they add up
             sel = (own == m).nonzero()[:, 0]
             loss, _ = policy_loss(lp[sel], lp[sel].detach(), adv_t[sel], mask[sel], self.cfg.loss)
             total = total + loss
         total.backward()
-        norms = self.opt.step(sorted(set(owner)))
+        norms = self.opt.step(sorted(set(adapters)))
         if not torch.isfinite(norms).all():
             raise FloatingPointError("a gradient is not finite; the step is not applied further")
-        return {"loss": float(total.detach()) / max(1, len(set(owner)))}
+        return {"loss": float(total.detach()) / max(1, len(set(adapters)))}
 
     def evaluate(self, step: int) -> tuple[np.ndarray, np.ndarray]:
         """Held-out team reward per run and item ``(runs, eval_size)`` and own-answer accuracy per agent

@@ -1,7 +1,7 @@
 """The credit gym's tiny models: a word vocabulary per game, teacher demonstrations from real episodes, and a
 supervised warm start cached on disk (no download; deterministic from a seed).
 
-``warm_start("splitkey_v0")`` returns a transformers model folder: a tiny Llama fitted to the game's teacher
+``warm_start(env)`` returns a transformers model folder: a tiny Llama fitted to the game's teacher
 (:mod:`ccpo_envs.gym.teacher`), whose untrained team succeeds about half the time, so every agent has room to
 improve and to get worse. The folder is keyed by everything that shapes it (game, options, teacher accuracy, seed,
 model shape, fit budget) and written atomically; a second call reads it.
@@ -22,18 +22,13 @@ from ccpo_agents.policy import ChatFormatter
 from ccpo_agents.tiny_lm import TinyLMSpec, build_word_lm, supervised_fit
 from ccpo_envs import make
 from ccpo_envs.gym import PASS, alphabet
-from ccpo_envs.gym.teacher import WARM_ACCURACY, teacher_answer
+from ccpo_envs.gym.teacher import teacher_answer, warm_accuracy
 from ccpo_envs.prompts import team_role_prompts
 
 #: Bump when the warm start's recipe changes: cached models of an older recipe are not reused.
 RECIPE = 1
 #: The gym's model shape: 2 layers, hidden 64 (about 85k parameters).
 DEFAULT_SPEC = TinyLMSpec()
-
-
-def game_of(env: str) -> str:
-    """``splitkey_v0`` -> ``splitkey``."""
-    return env.rsplit("_v", 1)[0]
 
 
 def demonstrations(env: str, options: dict[str, Any], accuracy: float, n_tasks: int, seed: int
@@ -70,7 +65,7 @@ def warm_start(env: str, options: dict[str, Any] | None = None, seed: int = 0, a
                ) -> Path:
     """The warm-started tiny model of gym env ``env`` (built on first use, then read from the cache)."""
     options = dict(options or {})
-    accuracy = WARM_ACCURACY[game_of(env)] if accuracy is None else float(accuracy)
+    accuracy = warm_accuracy(env) if accuracy is None else float(accuracy)
     if not 0.0 <= accuracy <= 1.0:
         raise ValueError(f"accuracy={accuracy}: the teacher's accuracy is a probability in [0, 1]")
     key = {"env": env, "options": options, "accuracy": accuracy, "seed": seed, "spec": asdict(spec),

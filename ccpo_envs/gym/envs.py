@@ -50,10 +50,11 @@ def gym_builder(game: str, native: str) -> Callable[..., Any]:
 
 def gym_tasks(game: str) -> Callable[..., GymSource]:
     """``tasks(split, seed, size, **options)``: the game's task source (what the trainer uses instead of ``--task``);
-    team-env options among ``options`` are ignored."""
+    team-env options among ``options`` (``truncation``, ``counterfactual``, ...) are ignored."""
 
     def tasks(split: str = "train", seed: int = 0, size: int = 1000, **options: Any) -> GymSource:
-        return GymSource(game, split, seed, size, **{k: v for k, v in options.items() if k not in _ENV_KEYS})
+        return GymSource(game, split, seed, size,
+                         **{k: v for k, v in options.items() if k not in (*_ENV_KEYS, "counterfactual")})
 
     return tasks
 

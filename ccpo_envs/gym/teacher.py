@@ -15,6 +15,14 @@ import numpy as np
 WARM_ACCURACY = {"splitkey": 0.7, "redundant": 0.3, "freerider": 0.5, "signal": 0.7, "noisyvote": 0.7}
 
 
+def warm_accuracy(env: str) -> float:
+    """The teacher accuracy of gym env ``env`` (``splitkey_v0`` -> ``WARM_ACCURACY["splitkey"]``)."""
+    game = env.rsplit("_v", 1)[0]
+    if game not in WARM_ACCURACY:
+        raise ValueError(f"{env!r} is not a credit-gym env; choose from {sorted(g + '_v0' for g in WARM_ACCURACY)}")
+    return WARM_ACCURACY[game]
+
+
 def skilled_answer(text: str, rng: np.random.Generator) -> str:
     """The answer an agent that has learned its job gives to observation ``text``."""
     tail = text.rsplit(" : ", 1)[-1].split()
