@@ -50,6 +50,8 @@ GYM_PRESETS = {
     # rider; benchmarks/measured/2026-12-03-gym-study/README.md)
     "study": GymPreset(("redundant_v0", "freerider_v0"), ("ccpo", "ccpo_v2", "difference", "grpo", "magrpo"),
                        tuple(range(16)), 100, 10, 64, seeds_for=(("redundant_v0", tuple(range(96))),)),
+    # the whole grid: every rule x every game x 32 seeds x 100 updates per agent (the speed target: <= 30 min)
+    "grid": GymPreset(GYM_ENVS, GYM_ALGOS, tuple(range(32)), 100, 10, 48),
     # a few seconds: two rules, two seeds, one game (tests, a first look)
     "smoke": GymPreset(("splitkey_v0",), ("ccpo", "grpo"), (0, 1), 4, 2, 16),
 }
@@ -75,6 +77,8 @@ class GymBenchConfig:
         cache: where warm-started models are kept (default ``~/.cache/ccpo/gym``).
         batch_runs: at most this many runs train together in one batch (a run's numbers do not depend on its batch;
             past a few dozen runs a batch gets slower per run here: 480 runs ran at 15 run-steps/s, 28 at ~28).
+        workers: processes training batches side by side, one torch thread each (default: one per core, at most
+            2; a run's numbers do not depend on it).
         progress: show a progress bar.
         verbose: show transformers' logs and loading bars.
     """
@@ -90,6 +94,7 @@ class GymBenchConfig:
     out_dir: str = "results"
     cache: str | None = None
     batch_runs: int = 40
+    workers: int = 0
     progress: bool = True
     verbose: bool = False
 
@@ -113,11 +118,19 @@ class GymBenchConfig:
             raise ValueError(f"--seeds {list(d.seeds)}: give each seed once")
         if min(d.steps, d.eval_every, d.eval_size) < 1:
             raise ValueError("--steps, --eval-every and --eval-size must be >= 1")
+        if self.workers < 0:
+            raise ValueError(f"--workers {self.workers}: must be >= 1 (0: one per core, at most 2)")
         if self.batch_runs < 1:
             raise ValueError(f"--batch-runs {self.batch_runs}: must be >= 1")
         if self.lr <= 0:
             raise ValueError(f"--lr {self.lr}: must be > 0")
         return d
+
+    def worker_count(self) -> int:
+        """``workers``, or one per core this process may use, at most 2."""
+        import os
+
+        return self.workers or max(1, min(2, len(os.sched_getaffinity(0))))
 
 
 def applicable(env: str, algos: tuple[str, ...]) -> tuple[str, ...]:
@@ -148,51 +161,120 @@ def game_results(env: str, res: Any, design: GymPreset) -> list[dict[str, Any]]:
     return out
 
 
+def _init_worker(progress: Any, parent: int, verbose: bool) -> None:
+    """A bench worker: one torch thread (two workers fill two cores better than one worker's two threads: the tiny
+    models' steps are mostly Python), quiet logs, and it stops when the bench process does."""
+    import os
+    import threading
+
+    import torch
+
+    from ccpo_agents.logs import quiet_logs
+
+    torch.set_num_threads(1)
+    quiet_logs(verbose)
+    global _PROGRESS
+    _PROGRESS = progress
+
+    def watch() -> None:  # the bench was killed (not just interrupted): do not train on for nobody
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
+_PROGRESS: Any = None
+
+
+def _tick(n: int, step: int) -> None:
+    if _PROGRESS is not None:
+        _PROGRESS.put(n)
+
+
+def train_chunk(env: str, gc: Any, runs: list[Any], design: GymPreset) -> tuple[str, list[dict[str, Any]],
+                                                                                  dict[str, float]]:
+    """One unit of a bench's work: ``runs`` of ``env`` trained together; their results.json entries and phase
+    times. A run's numbers do not depend on which chunk or worker trains it."""
+    from ccpo_algos.gym.runner import train_gym
+
+    res = train_gym(gc, runs, on_step=functools.partial(_tick, len(runs)))
+    return env, game_results(env, res, design), res.seconds
+
+
 def run_gym_bench(cfg: GymBenchConfig) -> Path:
-    """Run the bench; returns the results folder."""
+    """Run the bench; returns the results folder.
+
+    The warm starts are made first (cached); then every chunk of at most ``batch_runs`` runs of one game is a unit of
+    work for ``workers`` processes (one torch thread each). Each game's results are written when its last chunk is
+    in, in the runs' order, so the folder is the same whatever the worker count.
+    """
+    import multiprocessing as mp
+    import os
+
     from benchmarks._report import cpu_description
     from benchmarks.gym_report import write_outputs
     from ccpo_agents.logs import quiet_logs
     from ccpo_algos.build import unique_dir
-    from ccpo_algos.gym.runner import GymConfig, GymRun, train_gym
+    from ccpo_algos.gym.runner import GymConfig, GymRun
     from ccpo_algos.gym.warmstart import warm_start
 
     quiet_logs(cfg.verbose)
-    design = cfg.design()
+    design, workers = cfg.design(), cfg.worker_count()
     out = unique_dir(cfg.out_dir, f"gym-{time.strftime('%Y%m%d-%H%M%S')}")
     results: dict[str, Any] = {"tier": "gym", "config": {**dataclasses.asdict(cfg), "design": dataclasses.asdict(design)},
-                               "cpu": cpu_description(), "runs": [], "seconds": {}}
+                               "cpu": cpu_description(), "workers": workers, "runs": [], "seconds": {}}
     plan = [(env, applicable(env, design.algos)) for env in design.envs]
     total = sum(len(a) * len(design.seeds_of(env)) * design.steps for env, a in plan)
+    t_all = time.perf_counter()
+    units, pending = [], {}
+    for env, algos in plan:
+        t0 = time.perf_counter()
+        gc = GymConfig(env=env, model=str(warm_start(env, cache=cfg.cache)), steps=design.steps,
+                       eval_every=design.eval_every, eval_size=design.eval_size, lr=cfg.lr)
+        runs = [GymRun(a, s) for a in algos for s in design.seeds_of(env)]
+        chunks = [runs[i:i + cfg.batch_runs] for i in range(0, len(runs), cfg.batch_runs)]
+        units += [(env, gc, c, design) for c in chunks]
+        pending[env] = {"chunks": len(chunks), "runs": {}, "seconds": {"warm_start": time.perf_counter() - t0}}
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
     bar = None
     if cfg.progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=total, desc="ccpo bench (gym)", unit="run-step")
-    t_all = time.perf_counter()
-    for n, (env, algos) in enumerate(plan, 1):
-        t0 = time.perf_counter()
-        model = warm_start(env, cache=cfg.cache)
-        gc = GymConfig(env=env, model=str(model), steps=design.steps, eval_every=design.eval_every,
-                       eval_size=design.eval_size, lr=cfg.lr)
-        runs = [GymRun(a, s) for a in algos for s in design.seeds_of(env)]
+        bar = tqdm(total=total, desc=f"ccpo bench (gym, {workers} workers)", unit="run-step")
+    pool = ctx.Pool(workers, initializer=_init_worker, initargs=(queue, os.getpid(), cfg.verbose))
+    try:
+        jobs = {i: pool.apply_async(train_chunk, u) for i, u in enumerate(units)}
+        done_games = 0
+        while jobs:
+            while not queue.empty():
+                n = queue.get()
+                if bar is not None:
+                    bar.update(n)
+            finished = [i for i, j in jobs.items() if j.ready()]
+            if not finished:
+                time.sleep(0.2)
+                continue
+            for i in finished:
+                env, entries, seconds = jobs.pop(i).get()  # re-raises a worker's error here
+                g = pending[env]
+                g["runs"][i] = entries
+                g["seconds"] = {k: g["seconds"].get(k, 0.0) + v for k, v in seconds.items()}
+                if len(g["runs"]) < g["chunks"]:
+                    continue
+                for k in sorted(g["runs"]):
+                    results["runs"] += g["runs"][k]
+                done_games += 1
+                results["seconds"][env] = g["seconds"]
+                results["seconds"]["all"] = time.perf_counter() - t_all
+                (out / "results.json").write_text(json.dumps(results, indent=1))
+                write_outputs(out, results, final=done_games == len(plan))
         if bar is not None:
-            bar.set_postfix(game=env)
-
-        def tick(n: int, step: int) -> None:  # n run-steps done at ``step``
-            if bar is not None:
-                bar.update(n)
-
-        seconds: dict[str, float] = {}
-        for i in range(0, len(runs), cfg.batch_runs):
-            chunk = runs[i:i + cfg.batch_runs]
-            res = train_gym(gc, chunk, on_step=functools.partial(tick, len(chunk)))
-            results["runs"] += game_results(env, res, design)
-            seconds = {k: seconds.get(k, 0.0) + v for k, v in res.seconds.items()}
-        results["seconds"][env] = {"total": time.perf_counter() - t0, **seconds}
-        results["seconds"]["all"] = time.perf_counter() - t_all
-        (out / "results.json").write_text(json.dumps(results, indent=1))
-        write_outputs(out, results, final=n == len(plan))
-    if bar is not None:
-        bar.close()
+            bar.update(bar.total - bar.n)
+    finally:
+        pool.terminate()  # an error or Ctrl-C: no worker trains on
+        pool.join()
+        if bar is not None:
+            bar.close()
     return out

@@ -59,8 +59,11 @@ class StackedLinear(nn.Module):
         M = A.shape[0]
         shape = x.shape
         h = x.reshape(M, -1, shape[-1]).to(A.dtype)  # (M, R·T, in)
-        lora = torch.bmm(torch.bmm(h, A.transpose(1, 2)), B.transpose(1, 2))  # (M, R·T, out)
-        return y + (self.scale * lora).reshape(*shape[:-1], -1).to(y.dtype)
+        # y + (B·scale)(A h) in one fused batched product: the scale goes on the small B, not the (M, R·T, out)
+        # output, and the add happens inside the gemm (two memory passes over the output fewer per layer)
+        out = torch.baddbmm(y.reshape(M, -1, y.shape[-1]).to(A.dtype), torch.bmm(h, A.transpose(1, 2)),
+                            (B * self.scale).transpose(1, 2))
+        return out.reshape(*shape[:-1], -1).to(y.dtype)
 
 
 @dataclass(frozen=True)

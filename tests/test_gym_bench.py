@@ -33,6 +33,7 @@ def test_bad_gym_bench_options_exit_2_with_the_fix(args, needle, tmp_path):
     ({"preset": "huge"}, "choose from"),
     ({"batch_runs": 0}, "--batch-runs 0"),
     ({"steps": -1}, "must be >= 1"),
+    ({"workers": -1}, "--workers -1"),
 ])
 def test_bad_gym_bench_settings_name_the_fix(kw, needle):
     with pytest.raises(ValueError, match=needle):
@@ -57,3 +58,19 @@ def test_gym_bench_smoke_writes_table_plots_and_results(tmp_path):
     assert (out / "curves.png").stat().st_size > 1000 and (out / "credit.png").stat().st_size > 1000
     marl = json.loads((out / "marl_eval.json").read_text())
     assert set(marl["ccpo"]["splitkey_v0"]) == {"ccpo", "grpo"}
+
+
+@pytest.mark.slow
+def test_gym_bench_numbers_do_not_depend_on_workers_or_chunks(tmp_path):
+    """Two worker processes and chunks of one run each give the runs of one worker and one chunk, in the same order."""
+    def runs(**kw):
+        out = run_gym_bench(GymBenchConfig(preset="smoke", steps=2, eval_every=1, out_dir=str(tmp_path / "res"),
+                                           cache=str(tmp_path / "models"), progress=False, **kw))
+        return json.loads((out / "results.json").read_text())["runs"]
+
+    one = runs(workers=1)
+    many = runs(workers=2, batch_runs=1)
+    assert [(r["label"], r["seed"]) for r in one] == [(r["label"], r["seed"]) for r in many]
+    assert [r["curve"] for r in one] == [r["curve"] for r in many]
+    assert [r["items"] for r in one] == [r["items"] for r in many]
+    assert [r["readouts"] for r in one] == [r["readouts"] for r in many]
