@@ -20,8 +20,8 @@ import numpy as np
 
 #: The gym's games, in the table's order.
 GYM_ENVS = ("splitkey_v0", "redundant_v0", "freerider_v0", "signal_v0", "noisyvote_v0")
-#: The credit rules the gym compares (MAPPO needs a value function, which the stacked team does not have yet).
-GYM_ALGOS = ("ccpo", "ccpo_v2", "grpo", "magrpo", "difference", "shapley", "rae")
+#: The credit rules the gym compares.
+GYM_ALGOS = ("ccpo", "ccpo_v2", "grpo", "magrpo", "difference", "shapley", "rae", "mappo")
 #: The rule every other is paired against.
 BASELINE = "grpo"
 
@@ -111,9 +111,9 @@ class GymBenchConfig:
             raise ValueError(f"--envs {bad}: the gym's games are {list(GYM_ENVS)}")
         from ccpo_algos.algorithms import ALGORITHMS
 
-        bad = [a for a in d.algos if a not in ALGORITHMS or ALGORITHMS[a].needs_critic]
+        bad = [a for a in d.algos if a not in ALGORITHMS]
         if bad:
-            raise ValueError(f"--algos {bad}: the gym runs {sorted(a for a in ALGORITHMS if not ALGORITHMS[a].needs_critic)}")
+            raise ValueError(f"--algos {bad}: the gym runs the rows of the algorithm table, {sorted(ALGORITHMS)}")
         if len(set(d.seeds)) != len(d.seeds):
             raise ValueError(f"--seeds {list(d.seeds)}: give each seed once")
         if min(d.steps, d.eval_every, d.eval_size) < 1:

@@ -10,6 +10,9 @@ products are two batched matmuls (``torch.bmm``) beside the base's one matmul, h
   noise of each request comes from its own seed through a counter-based generator (:mod:`ccpo_agents.counter_rng`),
   so a run's tokens do not depend on which other runs share the batch.
 * :meth:`StackedTeam.token_logprobs` scores ``(prompt, completion)`` pairs under their adapters, with gradients.
+* :meth:`StackedTeam.values` is a critic: a linear value head per adapter on the last prompt token's final hidden
+  state (``value_heads=True``; the heads start at zero, as :class:`~ccpo_agents.hf_backend.HFTeam`'s), with
+  gradients.
 * :class:`StackedAdamW` is AdamW for each adapter on its own (its own step count; adapters not trained at a step
   are left exactly as they are), with per-adapter gradient-norm clipping.
 
@@ -94,11 +97,12 @@ class StackedTeam:
         seeds: one seed per adapter (``M = len(seeds)``).
         r, alpha: LoRA rank and scaling numerator.
         targets: names of the linear layers to adapt.
+        value_heads: give every adapter a linear value head (a critic adapter uses its own; an actor's stays 0).
         device: where every tensor lives.
     """
 
     def __init__(self, model: str, seeds: Sequence[int], r: int = 8, alpha: float = 16.0,
-                 targets: Sequence[str] = DEFAULT_TARGETS, device: str = "cpu"):
+                 targets: Sequence[str] = DEFAULT_TARGETS, value_heads: bool = False, device: str = "cpu"):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         if not seeds:
@@ -120,10 +124,17 @@ class StackedTeam:
             raise ValueError(f"no linear layer named {list(targets)} in {model}")
         self.pad_id = self.tokenizer.pad_token_id
         self.eos_id = self.tokenizer.eos_token_id
+        self.head_w: nn.Parameter | None = None
+        self.head_b: nn.Parameter | None = None
+        if value_heads:
+            hidden = self.model.config.hidden_size
+            self.head_w = nn.Parameter(torch.zeros(self.M, hidden, device=self.device))
+            self.head_b = nn.Parameter(torch.zeros(self.M, 1, device=self.device))  # (M, 1): stacks like the rest
 
     def parameters(self) -> list[nn.Parameter]:
-        """Every adapter's matrices (``A`` and ``B`` of each layer, stacked over adapters)."""
-        return [p for layer in self.layers for p in (layer.A, layer.B)]
+        """Every adapter's matrices (``A`` and ``B`` of each layer, stacked over adapters) and value heads."""
+        heads = [self.head_w, self.head_b] if self.head_w is not None else []
+        return [p for layer in self.layers for p in (layer.A, layer.B)] + heads
 
     # ------------------------------------------------------------------------------------------ layout
     def _layout(self, adapters: Sequence[int]) -> tuple[Tensor, int, list[int]]:
@@ -247,6 +258,30 @@ class StackedTeam:
         lp = logits.log_softmax(-1).gather(-1, target[..., None])[..., 0] * mask
         idx = torch.tensor(slot, device=self.device)
         return lp[idx], mask[idx]
+
+
+    def values(self, adapters: Sequence[int], prompt_ids: Sequence[Sequence[int]]) -> Tensor:
+        """Value ``(N,)`` of each prompt under its row's adapter and value head, with gradients: the head on the last
+        prompt token's final hidden state (as :meth:`~ccpo_agents.hf_backend.HFTeam.values`)."""
+        if self.head_w is None or self.head_b is None:
+            raise RuntimeError("this StackedTeam has no value heads; build it with value_heads=True")
+        active, R, slot = self._layout(list(adapters))
+        n = len(active) * R
+        prompts = self._fill([list(p) for p in prompt_ids], slot, R, n)
+        P = max(len(p) for p in prompts)
+        ids = torch.tensor([[self.pad_id] * (P - len(p)) + p for p in prompts], device=self.device)
+        att = torch.tensor([[0] * (P - len(p)) + [1] * len(p) for p in prompts], device=self.device)
+        pos = (att.cumsum(-1) - 1).clamp_min(0)
+        self._set_active(active)
+        try:
+            out = self.model(input_ids=ids, attention_mask=att, position_ids=pos, output_hidden_states=True,
+                             logits_to_keep=1)
+        finally:
+            self._set_active(None)
+        h = out.hidden_states[-1][:, -1].float()  # (n, hidden), left padding: the last prompt token
+        head = active.repeat_interleave(R)  # the adapter of each slot
+        v = (h * self.head_w[head]).sum(-1) + self.head_b[head, 0]
+        return v[torch.tensor(slot, device=self.device)]
 
 
 class StackedAdamW:

@@ -28,7 +28,7 @@ def test_bad_gym_bench_options_exit_2_with_the_fix(args, needle, tmp_path):
 
 
 @pytest.mark.parametrize("kw,needle", [
-    ({"algos": ("mappo",)}, "the gym runs"),
+    ({"algos": ("ppo",)}, "the gym runs the rows"),
     ({"seeds": (1, 1)}, "each seed once"),
     ({"preset": "huge"}, "choose from"),
     ({"batch_runs": 0}, "--batch-runs 0"),

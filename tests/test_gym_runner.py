@@ -40,13 +40,34 @@ def test_warm_start_lands_in_its_success_band_and_is_cached(env, cache):
 @pytest.mark.slow
 def test_a_run_batched_with_others_repeats_the_run_alone(splitkey):
     cfg = GymConfig(env="splitkey_v0", model=splitkey, steps=4, eval_every=2, eval_size=16)
-    runs = [GymRun("ccpo", 0), GymRun("grpo", 1), GymRun("difference", 0), GymRun("shapley", 2)]
+    runs = [GymRun("ccpo", 0), GymRun("grpo", 1), GymRun("difference", 0), GymRun("shapley", 2), GymRun("mappo", 0)]
     batched = train_gym(cfg, runs)
-    for k in (1, 3):
+    for k in (1, 3, 4):
         alone = train_gym(cfg, [runs[k]])
         assert np.array_equal(batched.eval_items[k], alone.eval_items[0])
         for a, b in zip(batched.records[k], alone.records[0]):
             assert np.array_equal(a.credit, b.credit) and np.array_equal(a.advantage, b.advantage)
+
+
+@pytest.mark.slow
+def test_mappos_critic_learns_the_team_reward_and_its_runs_train(splitkey):
+    """MAPPO in the gym: each run's own critic adapter and value head; after training, the critic's value of the
+    question (the state before any message) is near the team's success, and the run's advantages are MAPPO's GAE
+    over that critic (a zero critic would leave the advantages equal to the normalised rewards)."""
+    cfg = GymConfig(env="splitkey_v0", model=splitkey, steps=30, eval_every=30, eval_size=64)
+    b = GymBatch(cfg, [GymRun("mappo", 0), GymRun("grpo", 0)])
+    assert list(b.critic_of) == [0] and b.team.M == 2 * len(b.agents) + 1
+    for step in range(1, cfg.steps + 1):
+        rbs = b.rollout(step)
+        ca = b.credit_and_advantage(rbs)
+        out = b.update(step, rbs, [adv for _, adv in ca])
+    v0 = b.values[0].detach()[:, 0]
+    team = torch.tensor([float(i["reward_joint"]) for i in rbs[0].infos])
+    assert abs(float(v0.mean()) - float(team.mean())) < 0.2, (v0.mean(), team.mean())
+    assert out["value_loss"] < 0.25
+    rewards, adv = ca[0]
+    zero_critic = (rewards - rewards.mean(0)) / (rewards.std(0) + 1e-8)
+    assert not torch.allclose(adv.float(), zero_critic.float(), atol=1e-3)
 
 
 @pytest.mark.slow
@@ -86,7 +107,7 @@ def test_ccpo_mean_credit_on_an_enumerable_task_equals_the_truth(cache):
 
 @pytest.mark.parametrize("runs,kw,needle", [
     ([GymRun("nope", 0)], {}, "unknown algorithms"),
-    ([GymRun("mappo", 0)], {}, "value function"),
+    ([GymRun("mappo", 0)], {"critic_lr": 0.0}, "learning rates"),
     ([GymRun("grpo", 0), GymRun("grpo", 0)], {}, "twice"),
     ([GymRun("grpo", 0)], {"schedule": "sometimes"}, "schedule="),
     ([GymRun("grpo", 0)], {"temperature": 0.0}, "temperature=0.0"),

@@ -59,6 +59,42 @@ def test_one_stacked_adapter_equals_peft_lora(tiny):
     torch.testing.assert_close(lp[0], ref, atol=1e-6, rtol=0)
 
 
+def test_stacked_values_are_a_value_head_on_peft_lora_and_rows_do_not_mix(tiny):
+    """A critic adapter's value is its head on the last prompt token's final hidden state under that adapter (peft's
+    LoRA with the same matrices, unpadded, alone); mixed adapters and left padding change nothing; gradients reach only
+    the adapters and heads of the rows' own adapters."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    team = nudged_team(tiny, [5, 6, 7])
+    team2 = StackedTeam(tiny, seeds=[5, 6, 7], value_heads=True)
+    for a, b in zip(team2.layers, team.layers):
+        a.B.data.copy_(b.B.data)
+    team = team2
+    g = torch.Generator().manual_seed(1)
+    team.head_w.data = torch.randn(team.head_w.shape, generator=g)
+    team.head_b.data = torch.randn(team.head_b.shape, generator=g)
+    prompts = [prompt(team, "fact : a ; message : b"), prompt(team, "part 0"), prompt(team, "message : c d e")]
+    adapters = [2, 0, 2]
+    v = team.values(adapters, prompts)
+    pm = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny, dtype=torch.float32),
+                        LoraConfig(r=8, lora_alpha=16, target_modules=TARGETS))
+    mine = {n: m for n, m in team.model.named_modules() if hasattr(m, "A")}
+    for i, (a, p) in enumerate(zip(adapters, prompts)):
+        for n, m in pm.named_modules():
+            key = n.replace("base_model.model.", "")
+            if hasattr(m, "lora_A") and key in mine:
+                m.lora_A["default"].weight.data.copy_(mine[key].A.data[a])
+                m.lora_B["default"].weight.data.copy_(mine[key].B.data[a])
+        h = pm(torch.tensor([list(p)]), output_hidden_states=True).hidden_states[-1][0, -1]
+        ref = h @ team.head_w.data[a] + team.head_b.data[a, 0]
+        torch.testing.assert_close(v[i], ref, atol=1e-5, rtol=0)
+        torch.testing.assert_close(team.values([a], [p])[0], v[i], atol=1e-5, rtol=0)  # padding: float rounding
+    v.sum().backward()
+    assert team.head_w.grad[1].abs().sum() == 0 and team.head_w.grad[[0, 2]].abs().sum() > 0
+    assert team.layers[0].A.grad[1].abs().sum() == 0 and team.layers[0].A.grad[2].abs().sum() > 0
+
+
 def test_an_adapters_init_depends_on_its_seed_alone(tiny):
     a, b = StackedTeam(tiny, seeds=[3, 9]), StackedTeam(tiny, seeds=[9])
     assert torch.equal(a.layers[0].A.data[1], b.layers[0].A.data[0])

@@ -19,12 +19,13 @@ class StackedPolicy:
     Args:
         team: the stacked team.
         roles: the team's agent ids (every run has the same roles).
-        runs: how many runs the team holds; adapter of ``(run, role)`` is ``run · len(roles) + roles.index(role)``.
+        runs: how many runs the team holds; adapter of ``(run, role)`` is ``run · len(roles) + roles.index(role)``
+            (adapters after these, e.g. critics, are not the policy's).
         role_prompts: system prompts by role kind (``None``: no system message), as the topology's.
     """
 
     def __init__(self, team: StackedTeam, roles: Sequence[str], runs: int, role_prompts: Mapping[str, str | None]):
-        if runs * len(roles) != team.M:
+        if runs * len(roles) > team.M:
             raise ValueError(f"{runs} runs x {len(roles)} roles need {runs * len(roles)} adapters, the team has "
                              f"{team.M}")
         self.team, self.roles, self.runs = team, list(roles), runs

@@ -3,7 +3,9 @@
 Each run is a row of :data:`~ccpo_algos.algorithms.ALGORITHMS` on its own seed. A step is the trainer's phases for
 all runs at once: one rollout (:func:`~ccpo_algos.rollout.collect_runs`: one forward pass per wave for every run),
 each run's credit and advantage by its own row (the same functions as ``ccpo train``; CCPO's running statistics
-per run), one log-prob pass and one backward for every run's trained roles, and each adapter's own AdamW step.
+per run; MAPPO's critic is the run's own critic adapter and value head, read by one forward pass for every critic
+run), one log-prob pass and one backward for every run's trained roles and critics, and each adapter's own AdamW
+step.
 A run's tasks, sampling noise and adapter init depend only on its seed, so a run batched with others repeats the
 same run alone (``tests/test_gym_runner.py`` measures how exactly).
 """
@@ -19,14 +21,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from ccpo_agents.policy import SamplingConfig
+from ccpo_agents.hf_backend import CRITIC
+from ccpo_agents.policy import ChatFormatter, SamplingConfig
 from ccpo_agents.stacked_team import StackedAdamW, StackedTeam
-from ccpo_algos.advantage import AdvantageConfig
+from ccpo_algos.advantage import AdvantageConfig, stage_targets
 from ccpo_algos.algorithms import ALGORITHMS
 from ccpo_algos.credit import CreditConfig, EmaState
 from ccpo_algos.gym.policy import StackedPolicy
 from ccpo_algos.gym.records import StepRecord, step_record
-from ccpo_algos.loss import LossConfig, policy_loss
+from ccpo_algos.loss import LossConfig, policy_loss, value_loss
 from ccpo_algos.rollout import RolloutBatch, RunRollout, collect_runs, request_seed, team_layout
 from ccpo_algos.trainer import batch_indices
 from ccpo_envs import make
@@ -64,6 +67,8 @@ class GymConfig:
             design: a greedy policy of a warm start is already its teacher's mode).
         max_tokens: completion cap; an answer is one symbol and an end token, so the default 4 never binds.
         lr: AdamW learning rate of the adapters.
+        critic_lr: AdamW learning rate of MAPPO's critic (its own adapter and value head per run; ``ccpo train``'s
+            1e-4 is for a 135M model, the gym's tiny one learns at the actors' rate).
         lora_r, lora_alpha: adapter shape.
         grad_clip: per-adapter gradient-norm clip.
         schedule: ``simultaneous`` or ``alternate`` (one agent per block of ``switch_every`` steps).
@@ -88,6 +93,7 @@ class GymConfig:
     temperature: float = 1.0
     max_tokens: int = 4
     lr: float = 2e-3
+    critic_lr: float = 2e-3
     lora_r: int = 8
     lora_alpha: int = 16
     grad_clip: float = 1.0
@@ -108,10 +114,6 @@ class GymConfig:
         bad = sorted({r.algo for r in runs if r.algo not in ALGORITHMS})
         if bad:
             raise ValueError(f"unknown algorithms {bad}; registered: {sorted(ALGORITHMS)}")
-        critic = sorted({r.algo for r in runs if ALGORITHMS[r.algo].needs_critic})
-        if critic:
-            raise ValueError(f"{critic} train a value function, which the gym's stacked team does not have yet; "
-                             "leave them out of the gym runs")
         if len({(r.algo, r.seed) for r in runs}) != len(runs):
             raise ValueError("the same (algorithm, seed) twice in one batch; give each run once")
         if self.schedule not in SCHEDULES:
@@ -119,6 +121,8 @@ class GymConfig:
         for name in ("steps", "prompts_per_step", "group_size", "max_tokens", "eval_size", "lora_r", "switch_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)}: must be >= 1")
+        if self.lr <= 0 or self.critic_lr <= 0:
+            raise ValueError(f"lr={self.lr}, critic_lr={self.critic_lr}: learning rates must be > 0")
         if self.temperature <= 0:
             raise ValueError(f"temperature={self.temperature}: the gym trains and evaluates by sampling; use > 0")
         if not self.model:
@@ -185,11 +189,20 @@ class GymBatch:
         used = sorted(set(self.stage.tolist()))
         self.stage_layout = torch.tensor([used.index(s) for s in self.stage.tolist()])
         seeds = [request_seed("adapter", r.seed, a) for r in self.runs for a in self.agents]
-        self.team = StackedTeam(cfg.model, seeds, r=cfg.lora_r, alpha=cfg.lora_alpha, device=device)
+        # a critic run (MAPPO) also owns one critic adapter with its value head, after every run's actors
+        self.critic_of = {k: len(seeds) + i for i, k in enumerate(
+            k for k, r in enumerate(self.runs) if ALGORITHMS[r.algo].needs_critic)}
+        seeds += [request_seed("critic", self.runs[k].seed) for k in self.critic_of]
+        self.team = StackedTeam(cfg.model, seeds, r=cfg.lora_r, alpha=cfg.lora_alpha,
+                                value_heads=bool(self.critic_of), device=device)
         self.policy = StackedPolicy(self.team, self.agents, len(self.runs), team_role_prompts(topo))
+        self.critic_format = ChatFormatter(self.team.tokenizer, {})
+        self.used_stages = used
         self.opt = StackedAdamW(self.team.parameters(), lr=cfg.lr, max_grad_norm=cfg.grad_clip)
         self.states: list[EmaState | None] = [None] * len(self.runs)
         self.sampling = SamplingConfig(cfg.temperature, 1.0, cfg.max_tokens)
+        self.values: dict[int, torch.Tensor] = {}  # critic run -> (E, S) stage values of this step, with grad
+        self.returns: dict[int, torch.Tensor] = {}
 
     # ------------------------------------------------------------------------------------------ phases
     def rollout(self, step: int) -> list[RolloutBatch]:
@@ -200,18 +213,53 @@ class GymBatch:
             for k, r in enumerate(self.runs)]
         return collect_runs(plays, cfg.group_size, self.policy, self.sampling)
 
+    def stage_values(self, rbs: Sequence[RolloutBatch]) -> dict[int, torch.Tensor]:
+        """The critic runs' values ``(E, S)`` of the joint transcript before each stage, with gradients (one forward
+        pass for every critic run; the update's value loss reuses them, as ``ccpo train``'s does)."""
+        if not self.critic_of:
+            return {}
+        adapters, prompts, shape = [], [], {}
+        for k, m in self.critic_of.items():
+            texts = rbs[k].stage_texts
+            shape[k] = (len(texts), len(texts[0]))
+            for t in texts:
+                for text in t:
+                    adapters.append(m)
+                    prompts.append(self.critic_format.prompt_ids(CRITIC, text))
+        flat = self.team.values(adapters, prompts)
+        out, at = {}, 0
+        for k, (E, S) in shape.items():
+            out[k] = flat[at:at + E * S].view(E, S)
+            at += E * S
+        return out
+
     def credit_and_advantage(self, rbs: Sequence[RolloutBatch]) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """CREDIT and ADVANTAGE: each run by its own row (its own running statistics); ``(rewards, advantages)``."""
+        """CREDIT and ADVANTAGE: each run by its own row (its own running statistics); ``(rewards, advantages)``.
+        A critic run's values and returns are kept for the update's value loss."""
         out = []
+        self.values, self.returns = self.stage_values(rbs), {}
         for k, (run, rb) in enumerate(zip(self.runs, rbs)):
             algo = ALGORITHMS[run.algo]
             batch = rb.credit_batch(self.gate)
             rewards, self.states[k] = algo.credit(batch, self.states[k], self.cfg.credit)
             if not torch.isfinite(rewards).all():
                 raise FloatingPointError(f"{run.name}: the credit is not finite; check the credit settings")
-            adv, _ = algo.advantage(rewards, rb.group_ids, None, self.stage_layout, self.cfg.advantage)
+            values = self.values[k].detach()[:, self.stage.tolist()] if k in self.values else None  # (E, A)
+            adv, returns = algo.advantage(rewards, rb.group_ids, values, self.stage_layout, self.cfg.advantage)
+            if k in self.values:
+                self.returns[k] = returns
             out.append((rewards, adv))
         return out
+
+    def value_loss(self) -> torch.Tensor:
+        """The critic runs' clipped value losses, summed (each as its run alone computes it): the values at each
+        stage where some agent starts against the row's returns there."""
+        total = torch.zeros((), device=self.team.device)
+        for k, v in self.values.items():
+            target = stage_targets(self.returns[k], self.stage_layout).to(torch.float32)
+            sv = v[:, self.used_stages]
+            total = total + value_loss(sv, sv.detach(), target, self.cfg.loss.value_clip)
+        return total
 
     def update(self, step: int, rbs: Sequence[RolloutBatch], advs: Sequence[torch.Tensor]) -> dict[str, float]:
         """UPDATE: one log-prob pass and one backward over every run's trained roles; each adapter's own AdamW."""
@@ -229,21 +277,26 @@ class GymBatch:
                     comps.append(c.completion_ids)
                     adv_rows.append(float(a[e, t]) if a.dim() == 2 else float(a[e]))
         self.opt.zero_grad()
-        if not adapters:
+        critics = list(self.critic_of.values())
+        if not adapters and not critics:
             return {"loss": 0.0}
-        lp, mask = self.team.token_logprobs(adapters, prompts, comps, self.cfg.temperature)
-        adv_t = torch.tensor(adv_rows, dtype=torch.float32, device=lp.device)
-        own = torch.tensor(adapters, device=lp.device)
-        total = torch.zeros((), device=lp.device)
-        for m in own.unique().tolist():  # each adapter's loss as its run alone would compute it; they add up
-            sel = (own == m).nonzero()[:, 0]
-            loss, _ = policy_loss(lp[sel], lp[sel].detach(), adv_t[sel], mask[sel], self.cfg.loss)
-            total = total + loss
-        total.backward()
+        total = torch.zeros((), device=self.team.device)
+        if adapters:
+            lp, mask = self.team.token_logprobs(adapters, prompts, comps, self.cfg.temperature)
+            adv_t = torch.tensor(adv_rows, dtype=torch.float32, device=lp.device)
+            own = torch.tensor(adapters, device=lp.device)
+            for m in own.unique().tolist():  # each adapter's loss as its run alone would compute it; they add up
+                sel = (own == m).nonzero()[:, 0]
+                loss, _ = policy_loss(lp[sel], lp[sel].detach(), adv_t[sel], mask[sel], self.cfg.loss)
+                total = total + loss
+        vl = self.value_loss()
+        (total + vl).backward()  # the critics' value losses reach only their own adapters and heads
         norms = self.opt.step(sorted(set(adapters)))
+        if critics:
+            norms = torch.cat([norms, self.opt.step(critics, lr=self.cfg.critic_lr)])
         if not torch.isfinite(norms).all():
             raise FloatingPointError("a gradient is not finite; the step is not applied further")
-        return {"loss": float(total.detach()) / max(1, len(set(adapters)))}
+        return {"loss": float(total.detach()) / max(1, len(set(adapters))), "value_loss": float(vl.detach())}
 
     def evaluate(self, step: int) -> tuple[np.ndarray, np.ndarray]:
         """Held-out team reward per run and item ``(runs, eval_size)`` and own-answer accuracy per agent
