@@ -207,7 +207,8 @@ def run_gym_bench(cfg: GymBenchConfig) -> Path:
 
     The warm starts are made first (cached); then every chunk of at most ``batch_runs`` runs of one game is a unit of
     work for ``workers`` processes (one torch thread each). Each game's results are written when its last chunk is
-    in, in the runs' order, so the folder is the same whatever the worker count.
+    in; ``results.json`` keeps the games in the plan's order and each game's runs in theirs, so the folder is the same
+    whatever the worker count.
     """
     import multiprocessing as mp
     import os
@@ -263,9 +264,11 @@ def run_gym_bench(cfg: GymBenchConfig) -> Path:
                 g["seconds"] = {k: g["seconds"].get(k, 0.0) + v for k, v in seconds.items()}
                 if len(g["runs"]) < g["chunks"]:
                     continue
-                for k in sorted(g["runs"]):
-                    results["runs"] += g["runs"][k]
+                g["done"] = True
                 done_games += 1
+                # finished games in the plan's order (the table's), whichever finished first
+                results["runs"] = [e for env_, _ in plan if pending[env_].get("done")
+                                   for k in sorted(pending[env_]["runs"]) for e in pending[env_]["runs"][k]]
                 results["seconds"][env] = g["seconds"]
                 results["seconds"]["all"] = time.perf_counter() - t_all
                 (out / "results.json").write_text(json.dumps(results, indent=1))

@@ -172,6 +172,14 @@ class StackedTeam:
                 out[s] = out[s - s % R]  # slot g·R always holds the group's first row
         return out  # type: ignore[return-value]
 
+    def _left_padded(self, prompts: Sequence[Sequence[int]]) -> tuple[Tensor, Tensor, Tensor]:
+        """``(input ids, attention mask, position ids)`` of prompts padded on the left (the last prompt token is at
+        the last position of every row)."""
+        P = max(len(p) for p in prompts)
+        ids = torch.tensor([[self.pad_id] * (P - len(p)) + list(p) for p in prompts], device=self.device)
+        att = torch.tensor([[0] * (P - len(p)) + [1] * len(p) for p in prompts], device=self.device)
+        return ids, att, (att.cumsum(-1) - 1).clamp_min(0)
+
     # ------------------------------------------------------------------------------------------ generation
     @torch.no_grad()
     def generate(self, rows: Sequence[Row], max_tokens: int) -> list[Sampled]:
@@ -185,10 +193,7 @@ class StackedTeam:
         seeds = [0] * n
         for r, s in zip(rows, slot):
             temps[s], seeds[s] = r.temperature, r.seed
-        P = max(len(p) for p in prompts)
-        ids = torch.tensor([[self.pad_id] * (P - len(p)) + p for p in prompts], device=self.device)
-        att = torch.tensor([[0] * (P - len(p)) + [1] * len(p) for p in prompts], device=self.device)
-        pos = (att.cumsum(-1) - 1).clamp_min(0)
+        ids, att, pos = self._left_padded(prompts)
         T = torch.tensor(temps, device=self.device)[:, None]
         seed_t = torch.tensor(seeds, device=self.device)
         self._set_active(active)
@@ -259,7 +264,6 @@ class StackedTeam:
         idx = torch.tensor(slot, device=self.device)
         return lp[idx], mask[idx]
 
-
     def values(self, adapters: Sequence[int], prompt_ids: Sequence[Sequence[int]]) -> Tensor:
         """Value ``(N,)`` of each prompt under its row's adapter and value head, with gradients: the head on the last
         prompt token's final hidden state (as :meth:`~ccpo_agents.hf_backend.HFTeam.values`)."""
@@ -268,10 +272,7 @@ class StackedTeam:
         active, R, slot = self._layout(list(adapters))
         n = len(active) * R
         prompts = self._fill([list(p) for p in prompt_ids], slot, R, n)
-        P = max(len(p) for p in prompts)
-        ids = torch.tensor([[self.pad_id] * (P - len(p)) + p for p in prompts], device=self.device)
-        att = torch.tensor([[0] * (P - len(p)) + [1] * len(p) for p in prompts], device=self.device)
-        pos = (att.cumsum(-1) - 1).clamp_min(0)
+        ids, att, pos = self._left_padded(prompts)
         self._set_active(active)
         try:
             out = self.model(input_ids=ids, attention_mask=att, position_ids=pos, output_hidden_states=True,

@@ -251,7 +251,7 @@ class GymBatch:
             out.append((rewards, adv))
         return out
 
-    def value_loss(self) -> torch.Tensor:
+    def critic_loss(self) -> torch.Tensor:
         """The critic runs' clipped value losses, summed (each as its run alone computes it): the values at each
         stage where some agent starts against the row's returns there."""
         total = torch.zeros((), device=self.team.device)
@@ -289,7 +289,7 @@ class GymBatch:
                 sel = (own == m).nonzero()[:, 0]
                 loss, _ = policy_loss(lp[sel], lp[sel].detach(), adv_t[sel], mask[sel], self.cfg.loss)
                 total = total + loss
-        vl = self.value_loss()
+        vl = self.critic_loss()
         (total + vl).backward()  # the critics' value losses reach only their own adapters and heads
         norms = self.opt.step(sorted(set(adapters)))
         if critics:
